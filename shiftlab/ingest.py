@@ -1,0 +1,394 @@
+"""Ingest: turn a DICOM tree and the dataset's label file into the manifest.
+
+This is the only stage that reads DICOM headers. It must survive real downloads: any folder
+layout, any file names, stray non-DICOM files and half-downloaded files, which are skipped and
+listed in skipped.csv rather than stopping the run.
+
+    python -m shiftlab.ingest dataset=<name> [split_seed=N]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pandas as pd
+import pydicom
+from omegaconf import DictConfig, OmegaConf
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from tqdm import tqdm
+
+from shiftlab.errors import ShiftlabError
+from shiftlab.labels import LabelTable
+from shiftlab.manifest import (
+    COLUMNS,
+    PATH_SEPARATOR,
+    ManifestInfo,
+    assign_splits,
+    count_table,
+    csv_bytes,
+    write_if_changed,
+    write_manifest,
+)
+from shiftlab.pseudonym import load_or_create_key, pseudonym
+from shiftlab.vendors import normalise_vendor
+
+SKIPPED_NAME = "skipped.csv"
+# Every file of a series must agree on these; the series' values come from its first slice.
+_SERIES_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+# Elements longer than this are not read, only located: pixel data is skipped like with
+# stop_before_pixels, yet its declared length can still be checked against the file size.
+_DEFER_BYTES = 1024
+
+
+@dataclass
+class SeriesHeader:
+    """The header values of one series that the manifest needs, as raw text."""
+
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    manufacturer: str
+    model_name: str
+    field_strength: float | None
+    modality: str
+    # Paths relative to the DICOM root, in slice order.
+    files: list[str] = field(default_factory=list)
+    # Raw text of further attributes asked for by keyword (e.g. a label file's key tag).
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def raw(self, keyword: str) -> str:
+        """The raw text of `keyword` for this series (a standard field or an `extra` one)."""
+        standard = {
+            "PatientID": self.patient_id,
+            "StudyInstanceUID": self.study_uid,
+            "SeriesInstanceUID": self.series_uid,
+            "Manufacturer": self.manufacturer,
+            "ManufacturerModelName": self.model_name,
+            "Modality": self.modality,
+        }
+        return standard[keyword] if keyword in standard else self.extra.get(keyword, "")
+
+
+@dataclass
+class _Slice:
+    path: str
+    header: SeriesHeader
+    sop_uid: str
+    position: float | None
+    instance_number: int | None
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _truncation(ds: Dataset, size: int) -> str | None:
+    """Name the first element whose value runs past the end of the file, if any."""
+    # Tags, not `for element in ds`: iterating a Dataset would read the deferred values.
+    for tag in sorted(ds.keys()):
+        element = ds.get_item(tag, keep_deferred=True)
+        if not isinstance(element, RawDataElement) or element.length == _UNDEFINED_LENGTH:
+            continue
+        end = element.value_tell + element.length
+        if end > size:
+            name = keyword_for_tag(tag) or str(tag)
+            return f"truncated: {name} ends at byte {end} but the file has {size} bytes"
+    return None
+
+
+def _slice_position(ds: Dataset) -> float | None:
+    """ImagePositionPatient projected on the slice normal (row x column direction)."""
+    try:
+        orientation = np.asarray([float(v) for v in ds.ImageOrientationPatient])
+        position = np.asarray([float(v) for v in ds.ImagePositionPatient])
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if orientation.shape != (6,) or position.shape != (3,):
+        return None
+    normal = np.cross(orientation[:3], orientation[3:])
+    return float(position @ normal)
+
+
+def _instance_number(ds: Dataset) -> int | None:
+    try:
+        return int(ds.InstanceNumber)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _field_strength(ds: Dataset) -> float | None:
+    try:
+        return float(ds.MagneticFieldStrength)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _read_header(path: Path) -> Dataset:
+    """Read a header without loading pixel data, accepting legacy files that lack a preamble.
+
+    Older archives hold files without the 128-byte preamble and file meta information; they are
+    read with force=True and kept only if they parse as an image series, so that arbitrary
+    non-DICOM files are still reported as such.
+    """
+    try:
+        return pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+    except InvalidDicomError as not_dicom:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=True)
+                is_image = "SeriesInstanceUID" in ds and "PixelData" in ds
+        except Exception:
+            raise not_dicom from None
+        if not is_image:
+            raise
+        return ds
+
+
+def _read_slice(path: Path, relative: str, extra_tags: Sequence[str]) -> _Slice | str:
+    """Read one file's header; return the slice, or the reason it cannot be used."""
+    if PATH_SEPARATOR in relative:
+        return f"file name contains {PATH_SEPARATOR!r}, the manifest's path separator"
+    try:
+        size = path.stat().st_size
+        ds = _read_header(path)
+        truncated = _truncation(ds, size)
+        if truncated:
+            return truncated
+        missing = [k for k in _SERIES_TAGS if not _text(ds, k)]
+        if missing:
+            return f"missing {', '.join(missing)}"
+        if "PixelData" not in ds:
+            return "no PixelData (not an image)"
+        header = SeriesHeader(
+            patient_id=_text(ds, "PatientID"),
+            study_uid=_text(ds, "StudyInstanceUID"),
+            series_uid=_text(ds, "SeriesInstanceUID"),
+            manufacturer=_text(ds, "Manufacturer"),
+            model_name=_text(ds, "ManufacturerModelName"),
+            field_strength=_field_strength(ds),
+            modality=_text(ds, "Modality"),
+            extra={keyword: _text(ds, keyword) for keyword in extra_tags},
+        )
+        return _Slice(
+            path=relative,
+            header=header,
+            sop_uid=_text(ds, "SOPInstanceUID"),
+            position=_slice_position(ds),
+            instance_number=_instance_number(ds),
+        )
+    except InvalidDicomError:
+        return "not a DICOM file (no DICM prefix or file meta information)"
+    # pydicom raises many exception types on damaged files; one bad file must not stop a scan.
+    except Exception as error:
+        return f"unreadable DICOM: {type(error).__name__}: {error}"
+
+
+def _slice_order(slices: list[_Slice]) -> list[_Slice]:
+    """Order by position along the normal when every slice has one, else by InstanceNumber."""
+    if all(s.position is not None for s in slices):
+        return sorted(slices, key=lambda s: (s.position, s.instance_number or 0, s.path))
+    return sorted(
+        slices,
+        key=lambda s: (s.instance_number is None, s.instance_number or 0, s.path),
+    )
+
+
+def _list_files(dicom_root: Path) -> list[Path]:
+    files = []
+    for folder, subfolders, names in os.walk(dicom_root):
+        subfolders.sort()
+        files.extend(Path(folder) / name for name in sorted(names))
+    return files
+
+
+def scan_dicom_tree(
+    dicom_root: Path, extra_tags: Iterable[str] = ()
+) -> tuple[list[SeriesHeader], list[tuple[str, str]]]:
+    """Read the header of every file under `dicom_root` and group the files into series.
+
+    Returns the series (sorted by SeriesInstanceUID, files in slice order, relative to
+    `dicom_root` with "/") and the skipped files as (relative path, reason). A file is also
+    skipped when it repeats a SOPInstanceUID already seen in its series or disagrees with the
+    series' first slice on PatientID or StudyInstanceUID. `extra_tags` are further attribute
+    keywords whose raw text is kept per series (in `SeriesHeader.extra`).
+    """
+    dicom_root = Path(dicom_root)
+    extra_tags = tuple(extra_tags)
+    skipped: list[tuple[str, str]] = []
+    by_series: dict[str, list[_Slice]] = defaultdict(list)
+    files = _list_files(dicom_root)
+    for path in tqdm(files, desc="scanning", unit="file", disable=not sys.stderr.isatty()):
+        relative = path.relative_to(dicom_root).as_posix()
+        result = _read_slice(path, relative, extra_tags)
+        if isinstance(result, str):
+            skipped.append((relative, result))
+        else:
+            by_series[result.header.series_uid].append(result)
+
+    series = []
+    for series_uid in sorted(by_series):
+        ordered = _slice_order(by_series[series_uid])
+        first = ordered[0].header
+        kept: list[_Slice] = []
+        seen: dict[str, str] = {}
+        for item in ordered:
+            if item.sop_uid and item.sop_uid in seen:
+                skipped.append((item.path, f"duplicate SOPInstanceUID of {seen[item.sop_uid]}"))
+                continue
+            conflicts = [
+                k for k in ("PatientID", "StudyInstanceUID") if item.header.raw(k) != first.raw(k)
+            ]
+            if conflicts:
+                reason = f"{', '.join(conflicts)} differs from the rest of its series"
+                skipped.append((item.path, reason))
+                continue
+            seen[item.sop_uid] = item.path
+            kept.append(item)
+        first.files = [item.path for item in kept]
+        series.append(first)
+    return series, sorted(skipped)
+
+
+def _manifest_rows(
+    series: Sequence[SeriesHeader], labels: LabelTable, key: bytes
+) -> tuple[pd.DataFrame, pd.Series, list[SeriesHeader]]:
+    """Labelled series as manifest rows (no split yet), their raw PatientIDs, the unlabelled."""
+    rows, raw_patients, unlabelled = [], [], []
+    for header in series:
+        label = labels.labels.get(header.raw(labels.key_tag))
+        if label is None:
+            unlabelled.append(header)
+            continue
+        raw_patients.append(header.patient_id)
+        rows.append(
+            {
+                "sample_id": pseudonym(key, header.series_uid, "s-"),
+                "patient_id": pseudonym(key, header.patient_id, "p-"),
+                "study_id": pseudonym(key, header.study_uid, "st-"),
+                "series_id": pseudonym(key, header.series_uid, "se-"),
+                "paths": PATH_SEPARATOR.join(header.files),
+                "n_slices": len(header.files),
+                "label": int(label),
+                "manufacturer": header.manufacturer,
+                "vendor": normalise_vendor(header.manufacturer),
+                "model_name": header.model_name,
+                "field_strength": (
+                    np.nan if header.field_strength is None else header.field_strength
+                ),
+                "modality": header.modality,
+                "split": "",
+            }
+        )
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    return df, pd.Series(raw_patients, index=df.index, dtype=str), unlabelled
+
+
+def _no_match_error(series: Sequence[SeriesHeader], labels: LabelTable, label_path: str) -> str:
+    series_example = series[0].raw(labels.key_tag) if series else "(no series)"
+    label_example = next(iter(labels.labels), "(empty label file)")
+    return (
+        f"no series matched a label: labels from {label_path} are keyed by "
+        f"{labels.key_tag}, e.g. {label_example!r}, while the scanned series have e.g. "
+        f"{labels.key_tag} = {series_example!r}. Check dataset.labels.key_tag and key_column."
+    )
+
+
+def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) -> ManifestInfo:
+    """Scan, label, pseudonymise, split and write the manifest of one dataset; print a summary.
+
+    Re-running with the same inputs rewrites nothing (same bytes, same mtimes).
+    """
+    dicom_root = Path(dataset_cfg.dicom_root)
+    if not dicom_root.is_dir():
+        raise ShiftlabError(
+            f"DICOM folder not found: {dicom_root} (dataset {dataset_cfg.name}).\n"
+            f"{str(dataset_cfg.get('download', '')).strip()}"
+        )
+    labels = hydra.utils.instantiate(dataset_cfg.labels)
+    if not isinstance(labels, LabelTable):
+        raise ShiftlabError(
+            f"dataset.labels ({dataset_cfg.labels._target_}) returned "
+            f"{type(labels).__name__}, expected a shiftlab.labels.LabelTable."
+        )
+    if tag_for_keyword(labels.key_tag) is None:
+        raise ShiftlabError(
+            f"dataset.labels.key_tag {labels.key_tag!r} is not a DICOM attribute keyword "
+            "(e.g. SeriesInstanceUID, PatientID, AccessionNumber)."
+        )
+    manifest_dir = Path(dataset_cfg.manifest_dir)
+    skipped_path = manifest_dir / SKIPPED_NAME
+
+    series, skipped = scan_dicom_tree(dicom_root, extra_tags=(labels.key_tag,))
+    skipped_table = pd.DataFrame(skipped, columns=["path", "reason"])
+    write_if_changed(skipped_path, csv_bytes(skipped_table))
+    n_files = sum(len(s.files) for s in series) + len(skipped)
+    print(f"files scanned:      {n_files} under {dicom_root}")
+    print(f"series found:       {len(series)}")
+    print(f"skipped files:      {len(skipped)} (reasons in {skipped_path})")
+    if not series:
+        raise ShiftlabError(f"no DICOM image series found under {dicom_root}; see {skipped_path}.")
+
+    key = load_or_create_key(paths_cfg.pseudonym_key)
+    df, raw_patients, unlabelled = _manifest_rows(series, labels, key)
+    matched_keys = {s.raw(labels.key_tag) for s in series} & set(labels.labels)
+    print(f"unlabelled series:  {len(unlabelled)} (dropped)")
+    print(f"labels unmatched:   {len(labels.labels) - len(matched_keys)} of {len(labels.labels)}")
+    if df.empty:
+        raise ShiftlabError(_no_match_error(series, labels, str(dataset_cfg.labels.get("path"))))
+
+    fractions = OmegaConf.to_container(dataset_cfg.split_fractions, resolve=True)
+    # Splits are drawn on raw PatientIDs so that they do not depend on the pseudonym key.
+    splits_on_raw = df.assign(patient_id=raw_patients)
+    df["split"] = assign_splits(splits_on_raw, fractions, int(split_seed))
+    meta = {
+        "dataset": str(dataset_cfg.name),
+        "split_seed": int(split_seed),
+        "split_fractions": fractions,
+        "label_key_tag": labels.key_tag,
+        "sample_unit": "series",
+        "n_files_scanned": n_files,
+        "n_files_skipped": len(skipped),
+        "n_series_unlabelled": len(unlabelled),
+        "pseudonym_key_id": pseudonym(key, "shiftlab-key-id", "k-"),
+    }
+    info = write_manifest(df, manifest_dir, meta)
+    print()
+    print(count_table(df))
+    print()
+    print(f"manifest:           {info.csv_path} ({info.n_samples} samples)")
+    print(f"sha256:             {info.sha256}")
+    print(f"changed:            {'yes' if info.changed else 'no (same bytes as on disk)'}")
+    return info
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="ingest")
+def main(cfg: DictConfig) -> None:
+    """Command-line entry: user errors become one line on stderr and exit status 2."""
+    try:
+        run_ingest(cfg.dataset, cfg.paths, cfg.split_seed)
+    except ShiftlabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

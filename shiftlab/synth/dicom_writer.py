@@ -1,0 +1,14 @@
+"""Writing DICOM files so that an interrupted generator never leaves a half-written file."""
+
+import os
+from pathlib import Path
+
+from pydicom.dataset import FileDataset
+
+
+def write_dicom_atomic(ds: FileDataset, path: Path) -> None:
+    """Write ``ds`` in its transfer syntax, via a temporary file renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    ds.save_as(tmp, enforce_file_format=True)
+    os.replace(tmp, path)
