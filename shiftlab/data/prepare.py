@@ -1,0 +1,47 @@
+"""Make sure a dataset's manifest exists before a run: generate, ingest, or say what to do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from shiftlab.errors import ShiftlabError
+from shiftlab.ingest import run_ingest
+from shiftlab.manifest import JSON_NAME
+
+
+def ensure_manifest(cfg: DictConfig) -> None:
+    """Synthetic datasets are generated and ingested on first use; real ones must be ingested.
+
+    Raises a ShiftlabError with the dataset's download instructions when its data is missing,
+    and with the ingest command when the data is there but the manifest is not (or was made
+    with another split_seed).
+    """
+    dataset = cfg.dataset
+    meta_path = Path(dataset.manifest_dir) / JSON_NAME
+    ingest_command = f"python -m shiftlab.ingest dataset={dataset.name} split_seed={cfg.split_seed}"
+    if not meta_path.exists():
+        if dataset.get("synthetic"):
+            if not (Path(dataset.root) / "labels.csv").exists():
+                print(f"generating synthetic dataset {dataset.name} into {dataset.root} ...")
+                hydra.utils.instantiate(dataset.synthetic)
+            run_ingest(dataset, cfg.paths, cfg.split_seed)
+        elif not Path(dataset.dicom_root).is_dir():
+            raise ShiftlabError(
+                f"no data for dataset {dataset.name!r}: expected DICOM files under "
+                f"{dataset.dicom_root}\n{str(dataset.download).strip()}"
+            )
+        else:
+            raise ShiftlabError(
+                f"dataset {dataset.name!r} has DICOM files under {dataset.dicom_root} but no "
+                f"manifest at {meta_path}. Run:\n  {ingest_command}"
+            )
+    made_with = json.loads(meta_path.read_text()).get("split_seed")
+    if made_with != cfg.split_seed:
+        raise ShiftlabError(
+            f"the manifest of {dataset.name!r} was made with split_seed={made_with}, this run asks "
+            f"for split_seed={cfg.split_seed}. Re-run ingest:\n  {ingest_command}"
+        )
