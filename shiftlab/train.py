@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,16 @@ from shiftlab.record import RunRecord
 from shiftlab.settings import register_resolvers, settings, settings_hash
 
 CHECKPOINT_RULE = "highest source-validation AUROC, earliest epoch on ties"
+
+
+def _quiet_library_noise() -> None:
+    """Drop messages that say nothing about this run (advertising, a torch API deprecation inside
+    Lightning, the worker-count hint that does not apply to a memory-mapped cache)."""
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not record.getMessage().startswith("💡 Tip")
+    )
 
 
 def _logger(cfg: DictConfig, run_dir: Path):
@@ -158,6 +170,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    _quiet_library_noise()
     try:
         result = train(cfg, run_dir)
     except ShiftlabError as error:

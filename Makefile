@@ -1,0 +1,36 @@
+# Every target installs what it needs first, so each works on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install synth train test test-slow lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install shiftlab with its pinned dependencies
+
+synth: $(STAMP)  ## generate the synthetic two-vendor MRI set as DICOM and ingest it
+	$(BIN)/python -m shiftlab.synth
+
+train: $(STAMP)  ## the main job: synthetic MRI, train on GE, test on GE and Siemens
+	$(BIN)/python -m shiftlab.train
+
+test: $(STAMP)  ## the test suite (slow tests excluded)
+	WANDB_MODE=offline $(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)  ## only the slow tests
+	WANDB_MODE=offline $(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/ruff check shiftlab tests
+
+clean:  ## remove caches and outputs (keeps .venv and data/)
+	rm -rf .pytest_cache .ruff_cache outputs/* wandb lightning_logs
+	find shiftlab tests -name __pycache__ -type d -prune -exec rm -rf {} +
