@@ -1,27 +1,29 @@
-"""A run's identity: a hash of the settings that can change its result.
+"""A run's identity: its settings with machine-specific locations masked, and their hash.
 
-Run directories are named by it (not by timestamps), so two launches of the same settings find
-each other's runs. Where files live (``paths``), how the run is logged (``logger``) and Hydra's
-own settings do not change a result and are left out.
+Run directories are named by the hash (not by timestamps), so two launches of the same settings
+find each other's runs, on any machine. Where files live (``paths``, shown as ``<data_dir>`` …
+wherever they are interpolated), how the run is logged (``logger``) and Hydra's own settings do
+not change a result and are left out. The same masked settings are what reaches W&B, so no local
+path (which may hold a patient folder name) leaves the machine.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-NOT_SETTINGS = frozenset({"hydra", "paths", "logger"})
+NOT_SETTINGS = ("hydra", "paths", "logger")
 
 
-def settings(cfg: DictConfig) -> dict:
-    return {
-        key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key])
-        else cfg[key]
-        for key in sorted(cfg)
-        if key not in NOT_SETTINGS
-    }
+def settings(cfg: DictConfig) -> dict[str, Any]:
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    raw.pop("hydra", None)
+    raw["paths"] = {key: f"<{key}>" for key in raw.get("paths", {})}
+    resolved = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+    return {key: value for key, value in resolved.items() if key not in NOT_SETTINGS}
 
 
 def settings_hash(cfg: DictConfig) -> str:
