@@ -1,8 +1,27 @@
 """Errors meant for people: what was expected, what was found, what to do next."""
 
+from typing import Any
+
+import hydra
+from hydra.errors import InstantiationException
+
 
 class ShiftlabError(Exception):
     """A problem the user can fix (bad input, missing data, bad configuration).
 
     Entry points print its message and exit non-zero without a traceback.
     """
+
+
+def instantiate(config: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets a ShiftlabError through unwrapped.
+
+    Hydra wraps every exception raised by a constructor in an InstantiationException, which
+    would turn a clear message about the user's data into a config-key error.
+    """
+    try:
+        return hydra.utils.instantiate(config, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ShiftlabError):
+            raise error.__cause__ from None
+        raise

@@ -29,7 +29,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from tqdm import tqdm
 
-from shiftlab.errors import ShiftlabError
+from shiftlab.errors import ShiftlabError, instantiate
 from shiftlab.labels import LabelTable
 from shiftlab.manifest import (
     COLUMNS,
@@ -323,7 +323,7 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
             f"DICOM folder not found: {dicom_root} (dataset {dataset_cfg.name}).\n"
             f"{str(dataset_cfg.get('download', '')).strip()}"
         )
-    labels = hydra.utils.instantiate(dataset_cfg.labels)
+    labels = instantiate(dataset_cfg.labels)
     if not isinstance(labels, LabelTable):
         raise ShiftlabError(
             f"dataset.labels ({dataset_cfg.labels._target_}) returned "

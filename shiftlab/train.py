@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from shiftlab.data.datamodule import ShiftDataModule
 from shiftlab.data.prepare import ensure_manifest
-from shiftlab.errors import ShiftlabError
+from shiftlab.errors import ShiftlabError, instantiate
 from shiftlab.models.classifier import ShiftClassifier
 from shiftlab.record import RunRecord
 from shiftlab.settings import register_resolvers, settings, settings_hash
@@ -43,7 +43,7 @@ def _quiet_library_noise() -> None:
 
 
 def _logger(cfg: DictConfig, run_dir: Path):
-    logger = hydra.utils.instantiate(cfg.logger, save_dir=str(run_dir))
+    logger = instantiate(cfg.logger, save_dir=str(run_dir))
     # What reaches the logger (and W&B): settings only, never paths or patient-level data.
     logger.log_hyperparams(settings(cfg))
     return logger
@@ -79,23 +79,23 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir = Path(run_dir)
     ensure_manifest(cfg)
-    datamodule: ShiftDataModule = hydra.utils.instantiate(cfg.data)  # validates the domains
+    datamodule: ShiftDataModule = instantiate(cfg.data)  # validates the domains
     record = RunRecord(run_dir)
     record.start(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = ShiftClassifier(
-        net=hydra.utils.instantiate(cfg.model.net),
+        net=instantiate(cfg.model.net),
         val_domains=datamodule.val_domains,
         test_domains=datamodule.test_domains,
         **cfg.optim,
     )
-    checkpoint: ModelCheckpoint = hydra.utils.instantiate(
+    checkpoint: ModelCheckpoint = instantiate(
         cfg.callbacks.checkpoint, dirpath=str(run_dir / "checkpoints")
     )
     logger = _logger(cfg, run_dir)
     failed = True
     try:
-        trainer: L.Trainer = hydra.utils.instantiate(
+        trainer: L.Trainer = instantiate(
             cfg.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=[checkpoint]
         )
         fit_started = time.perf_counter()

@@ -8,7 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from shiftlab.errors import ShiftlabError
+from shiftlab.errors import ShiftlabError, instantiate
 from shiftlab.ingest import run_ingest
 from shiftlab.manifest import JSON_NAME
 
@@ -27,7 +27,7 @@ def ensure_manifest(cfg: DictConfig) -> None:
         if dataset.get("synthetic"):
             if not (Path(dataset.root) / "labels.csv").exists():
                 print(f"generating synthetic dataset {dataset.name} into {dataset.root} ...")
-                hydra.utils.instantiate(dataset.synthetic)
+                instantiate(dataset.synthetic)
             run_ingest(dataset, cfg.paths, cfg.split_seed)
         elif not Path(dataset.dicom_root).is_dir():
             raise ShiftlabError(

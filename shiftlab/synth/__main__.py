@@ -9,7 +9,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from shiftlab.errors import ShiftlabError
+from shiftlab.errors import ShiftlabError, instantiate
 from shiftlab.ingest import run_ingest
 
 
@@ -19,7 +19,7 @@ def main(cfg: DictConfig) -> None:
         print(f"error: dataset {cfg.dataset.name!r} is not synthetic", file=sys.stderr)
         sys.exit(2)
     try:
-        out = hydra.utils.instantiate(cfg.dataset.synthetic)
+        out = instantiate(cfg.dataset.synthetic)
         print(f"wrote DICOM files and labels under {out}")
         run_ingest(cfg.dataset, cfg.paths, cfg.split_seed)
     except ShiftlabError as error:
