@@ -292,7 +292,7 @@ def test_missing_dicom_root_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ShiftlabError, match="DICOM folder not found") as caught:
         run_ingest(cfg.dataset, cfg.paths, cfg.split_seed)
     assert str(tmp_path / "absent" / "dicom") in str(caught.value)
-    assert "nothing to download" in str(caught.value)
+    assert "python -m shiftlab.synth" in str(caught.value)
 
 
 def test_command_line_error_exits_2_without_traceback(tmp_path: Path) -> None:
@@ -304,6 +304,7 @@ def test_command_line_error_exits_2_without_traceback(tmp_path: Path) -> None:
             "shiftlab.ingest",
             "dataset=synthetic_mri",
             f"paths.data_dir='{tmp_path / 'data'}'",
+            f"dataset.root='{tmp_path / 'data' / 'missing'}'",
         ],
         cwd=tmp_path,
         env=env,
@@ -313,7 +314,8 @@ def test_command_line_error_exits_2_without_traceback(tmp_path: Path) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: DICOM folder not found")
-    assert str(tmp_path / "data" / "synthetic_mri" / "dicom") in result.stderr
+    assert str(tmp_path / "data" / "missing" / "dicom") in result.stderr
+    assert "python -m shiftlab.synth" in result.stderr
     assert "Traceback" not in result.stderr
 
 
