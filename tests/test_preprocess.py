@@ -1,0 +1,87 @@
+"""Pixel decoding, preprocessing and the cache that spares a second decode."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from dicom_factory import write_series
+
+from shiftlab.data import cache
+from shiftlab.data.preprocess import SeriesPreprocessor, read_series
+from shiftlab.errors import ShiftlabError
+from shiftlab.manifest import PATH_SEPARATOR
+
+
+def test_read_series_applies_rescale_slope_and_intercept(tmp_path: Path) -> None:
+    written = write_series(
+        tmp_path / "s", patient_id="P1", extra={"RescaleSlope": 2, "RescaleIntercept": -1024}
+    )
+    volume = read_series(written.files)
+    stored = np.stack([np.arange(64).reshape(8, 8) + 1000 * k for k in range(3)])
+    np.testing.assert_array_equal(volume, stored * 2.0 - 1024)
+
+
+def test_read_series_names_an_undecodable_file(tmp_path: Path) -> None:
+    written = write_series(tmp_path / "s", patient_id="P1")
+    broken = written.files[1]
+    broken.write_bytes(broken.read_bytes()[:-40])  # pixel data cut short
+    with pytest.raises(ShiftlabError, match=str(broken)):
+        read_series(written.files)
+
+
+@pytest.mark.parametrize("intensity", ["zscore", "percentile"])
+def test_preprocessor_resamples_and_normalises(intensity: str) -> None:
+    rng = np.random.default_rng(0)
+    volume = rng.gamma(2.0, 300.0, size=(5, 40, 50)).astype(np.float32)
+    out = SeriesPreprocessor(slices=3, size=32, intensity=intensity)(volume)
+    assert out.shape == (3, 32, 32) and out.dtype == np.float32
+    if intensity == "zscore":
+        assert abs(out.mean()) < 1e-4 and abs(out.std() - 1) < 1e-3
+    else:
+        assert out.min() >= 0 and out.max() <= 1 and out.max() > 0.99
+
+
+def test_preprocessor_rejects_unknown_intensity_method() -> None:
+    with pytest.raises(ShiftlabError, match="zscore"):
+        SeriesPreprocessor(slices=3, size=32, intensity="minmax")
+
+
+def test_cache_is_built_once_and_never_decodes_again(tmp_path: Path) -> None:
+    root = tmp_path / "dicom"
+    paths = []
+    for i in range(3):
+        written = write_series(root / f"p{i}", patient_id=f"P{i}", shape=(16, 16))
+        paths.append(PATH_SEPARATOR.join(str(f.relative_to(root)) for f in written.files))
+    manifest = pd.DataFrame({"paths": paths})
+    settings = {"slices": 3, "size": 8, "intensity": "zscore"}
+    first = np.array(cache.load_or_build(manifest, "sha-a", root, settings, tmp_path / "cache"))
+    assert first.shape == (3, 3, 8, 8)
+
+    shutil.rmtree(root)  # a second run that decoded DICOM again would fail now
+    again = cache.load_or_build(manifest, "sha-a", root, settings, tmp_path / "cache")
+    assert isinstance(again, np.memmap)
+    np.testing.assert_array_equal(again, first)
+    assert list((tmp_path / "cache").iterdir()) == [
+        tmp_path / "cache" / f"{cache.cache_key('sha-a', settings)}.npy"
+    ]
+
+    # Another manifest or other preprocessing is another cache entry, never a stale reuse.
+    assert cache.cache_key("sha-b", settings) != cache.cache_key("sha-a", settings)
+    assert cache.cache_key("sha-a", {**settings, "size": 16}) != cache.cache_key("sha-a", settings)
+
+
+def test_failed_cache_build_leaves_no_partial_file(tmp_path: Path) -> None:
+    root = tmp_path / "dicom"
+    written = write_series(root / "p0", patient_id="P0")
+    written.files[0].write_bytes(b"not dicom")
+    manifest = pd.DataFrame(
+        {"paths": [PATH_SEPARATOR.join(str(f.relative_to(root)) for f in written.files)]}
+    )
+    settings = {"slices": 3, "size": 8, "intensity": "zscore"}
+    with pytest.raises(ShiftlabError):
+        cache.load_or_build(manifest, "sha", root, settings, tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
