@@ -1,5 +1,8 @@
 """Errors meant for people: what was expected, what was found, what to do next."""
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import hydra
@@ -25,3 +28,13 @@ def instantiate(config: Any, **kwargs: Any) -> Any:
         if isinstance(error.__cause__, ShiftlabError):
             raise error.__cause__ from None
         raise
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Entry points: a ShiftlabError becomes ``error: <message>`` on stderr and exit status 2."""
+    try:
+        yield
+    except ShiftlabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

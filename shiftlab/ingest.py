@@ -29,7 +29,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from tqdm import tqdm
 
-from shiftlab.errors import ShiftlabError, instantiate
+from shiftlab.errors import ShiftlabError, exit_on_user_error, instantiate
 from shiftlab.labels import LabelTable
 from shiftlab.manifest import (
     COLUMNS,
@@ -383,11 +383,8 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="ingest")
 def main(cfg: DictConfig) -> None:
     """Command-line entry: user errors become one line on stderr and exit status 2."""
-    try:
+    with exit_on_user_error():
         run_ingest(cfg.dataset, cfg.paths, cfg.split_seed)
-    except ShiftlabError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,12 @@
 """Train on the source domain, test on every domain, write the run record.
 
-    python -m shiftlab.train                                   # synthetic MRI, ge -> siemens
-    python -m shiftlab.train dataset=mri_breast source=ge target=siemens seed=3
+python -m shiftlab.train                                   # synthetic MRI, ge -> siemens
+python -m shiftlab.train dataset=mri_breast source=ge target=siemens seed=3
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -24,7 +23,7 @@ from omegaconf import DictConfig
 
 from shiftlab.data.datamodule import ShiftDataModule
 from shiftlab.data.prepare import ensure_manifest
-from shiftlab.errors import ShiftlabError, instantiate
+from shiftlab.errors import exit_on_user_error, instantiate
 from shiftlab.models.classifier import ShiftClassifier
 from shiftlab.record import RunRecord
 from shiftlab.settings import register_resolvers, settings, settings_hash
@@ -60,7 +59,7 @@ def _predictions(model: ShiftClassifier, datamodule: ShiftDataModule) -> pd.Data
             "sample_id": rows["sample_id"].to_numpy(),
             "patient_id": rows["patient_id"].to_numpy(),
             "vendor": rows["vendor"].to_numpy(),
-            "domain": [model.test_domains[i] for i in parts["domain_index"].tolist()],
+            "domain": [model.domains["test"][i] for i in parts["domain_index"].tolist()],
             "split": "test",
             "label": rows["label"].to_numpy(),
             "logit": parts["logit"].numpy(),
@@ -171,11 +170,8 @@ register_resolvers()
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     _quiet_library_noise()
-    try:
+    with exit_on_user_error():
         result = train(cfg, run_dir)
-    except ShiftlabError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
     print(summary(result))
     print(f"  run record: {run_dir}")
 

@@ -31,9 +31,14 @@ class ShiftClassifier(L.LightningModule):
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.loss = nn.BCEWithLogitsLoss()
-        self.val_domains, self.test_domains = list(val_domains), list(test_domains)
-        self.val_auroc = nn.ModuleList(BinaryAUROC() for _ in self.val_domains)
-        self.test_auroc = nn.ModuleList(BinaryAUROC() for _ in self.test_domains)
+        # Dataloader i of a stage holds domain self.domains[stage][i].
+        self.domains = {"val": list(val_domains), "test": list(test_domains)}
+        self.auroc = nn.ModuleDict(
+            {
+                stage: nn.ModuleList(BinaryAUROC() for _ in names)
+                for stage, names in self.domains.items()
+            }
+        )
         self.test_predictions: list[dict[str, torch.Tensor]] = []
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -44,32 +49,35 @@ class ShiftClassifier(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        domain = self.val_domains[dataloader_idx]
+    def _evaluate(self, stage: str, batch: dict, dataloader_idx: int) -> torch.Tensor:
+        """Update and log the AUROC of the domain this dataloader holds; return the logits."""
+        auroc = self.auroc[stage][dataloader_idx]
         logits = self(batch["image"])
-        self.val_auroc[dataloader_idx].update(logits, batch["label"].long())
+        auroc.update(logits, batch["label"].long())
         self.log(
-            f"val/{domain}/auroc", self.val_auroc[dataloader_idx], on_epoch=True,
-            add_dataloader_idx=False, prog_bar=dataloader_idx == 0,
+            f"{stage}/{self.domains[stage][dataloader_idx]}/auroc",
+            auroc,
+            on_epoch=True,
+            add_dataloader_idx=False,
+            prog_bar=stage == "val" and dataloader_idx == 0,
         )
-        if dataloader_idx == 0:
+        return logits
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        logits = self._evaluate("val", batch, dataloader_idx)
+        if dataloader_idx == 0:  # the source domain
             self.log("val/loss", self.loss(logits, batch["label"]), add_dataloader_idx=False)
 
     def on_test_epoch_start(self) -> None:
         self.test_predictions = []
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        domain = self.test_domains[dataloader_idx]
-        logits = self(batch["image"])
-        self.test_auroc[dataloader_idx].update(logits, batch["label"].long())
-        self.log(
-            f"test/{domain}/auroc", self.test_auroc[dataloader_idx], on_epoch=True,
-            add_dataloader_idx=False,
-        )
+        logits = self._evaluate("test", batch, dataloader_idx)
+        rows = batch["row"].cpu()
         self.test_predictions.append(
             {
-                "row": batch["row"].cpu(),
-                "domain_index": torch.full_like(batch["row"].cpu(), dataloader_idx),
+                "row": rows,
+                "domain_index": torch.full_like(rows, dataloader_idx),
                 "logit": logits.detach().float().cpu(),
             }
         )

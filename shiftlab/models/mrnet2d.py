@@ -50,7 +50,11 @@ class MRNet2D(nn.Module):
     @staticmethod
     def _grayscale_conv(rgb: nn.Conv2d, stride: int, copy_weights: bool) -> nn.Conv2d:
         grey = nn.Conv2d(
-            1, rgb.out_channels, rgb.kernel_size, stride=stride, padding=rgb.padding,
+            1,
+            rgb.out_channels,
+            rgb.kernel_size,
+            stride=stride,
+            padding=rgb.padding,
             bias=rgb.bias is not None,
         )
         if not copy_weights:  # keep the default initialisation's scale for one input channel

@@ -53,9 +53,16 @@ VENDORS: dict[str, MRIVendor] = {
         matrix=64,
         stored_max=1200,
         acquisition={
-            "core": 1.1, "rim": 0.25,  # lesion rendering
-            "fat": 0.18, "gland": 0.55, "muscle": 0.30,  # tissue contrast weighting
-            "gamma": 0.8, "bias": 0.10, "blur": 0.4, "noise": 0.035, "noise_corr": 0.0,
+            "core": 1.1,
+            "rim": 0.25,  # lesion rendering
+            "fat": 0.18,
+            "gland": 0.55,
+            "muscle": 0.30,  # tissue contrast weighting
+            "gamma": 0.8,
+            "bias": 0.10,
+            "blur": 0.4,
+            "noise": 0.035,
+            "noise_corr": 0.0,
         },
     ),
     "siemens": MRIVendor(
@@ -65,9 +72,16 @@ VENDORS: dict[str, MRIVendor] = {
         matrix=80,
         stored_max=3800,
         acquisition={
-            "core": 0.25, "rim": 0.6,
-            "fat": 0.32, "gland": 0.45, "muscle": 0.48,
-            "gamma": 1.25, "bias": 0.35, "blur": 0.9, "noise": 0.05, "noise_corr": 1.0,
+            "core": 0.25,
+            "rim": 0.6,
+            "fat": 0.32,
+            "gland": 0.45,
+            "muscle": 0.48,
+            "gamma": 1.25,
+            "bias": 0.35,
+            "blur": 0.9,
+            "noise": 0.05,
+            "noise_corr": 1.0,
         },
     ),
 }
@@ -85,7 +99,10 @@ def _rng(seed: int, *keys: object) -> np.random.Generator:
 
 
 def render_series(
-    rng: np.random.Generator, acquisition: dict[str, float], matrix: int, lesion: bool,
+    rng: np.random.Generator,
+    acquisition: dict[str, float],
+    matrix: int,
+    lesion: bool,
     lesion_contrast: float,
 ) -> np.ndarray:
     """Magnitude images (slices, matrix, matrix), roughly in [0, 1]."""
@@ -99,7 +116,8 @@ def render_series(
     field /= field.std()
     gland = breast / (1 + np.exp(-4 * (field - rng.uniform(-0.3, 0.7))))
     signal = (
-        acquisition["fat"] * (breast - gland) + acquisition["gland"] * gland
+        acquisition["fat"] * (breast - gland)
+        + acquisition["gland"] * gland
         + acquisition["muscle"] * chest
     )
     # Enhancing vessels on every patient, so "something bright" is not the lesion cue.
@@ -131,7 +149,11 @@ def render_series(
 
 
 def _dataset(
-    vendor: MRIVendor, patient_id: str, study_uid: str, series_uid: str, pixels: np.ndarray,
+    vendor: MRIVendor,
+    patient_id: str,
+    study_uid: str,
+    series_uid: str,
+    pixels: np.ndarray,
     slice_index: int,
 ) -> FileDataset:
     meta = FileMetaDataset()
@@ -173,8 +195,12 @@ def _dataset(
 
 
 def generate(
-    out_dir: str | Path, patients_per_vendor: int = 400, severity: float = 1.0, seed: int = 0,
-    lesion_contrast: float = 0.45, vendors: tuple[str, ...] = ("ge", "siemens"),
+    out_dir: str | Path,
+    patients_per_vendor: int = 400,
+    severity: float = 1.0,
+    seed: int = 0,
+    lesion_contrast: float = 0.45,
+    vendors: tuple[str, ...] = ("ge", "siemens"),
 ) -> Path:
     """Write ``out_dir/dicom/<PatientID>/<study>/<series>/1-0k.dcm`` and ``out_dir/labels.csv``.
 
@@ -216,4 +242,3 @@ def generate(
         writer.writerows(rows)
     os.replace(tmp, out / "labels.csv")
     return out
-
