@@ -79,9 +79,14 @@ class ShiftDataModule(L.LightningDataModule):
         return str(self.manifest_meta["sha256"])
 
     def frame(self, domain: str, split: str) -> pd.DataFrame:
-        """The manifest rows of one domain and split."""
+        """The manifest rows of one domain and split, ordered by file path.
+
+        Not by sample_id: pseudonyms depend on the site's key, and the data order (hence the
+        result of a seed) must not.
+        """
         vendors = self.domains.vendors[domain]
-        return self.manifest[domain_rows(self.manifest, vendors) & (self.manifest["split"] == split)]
+        rows = domain_rows(self.manifest, vendors) & (self.manifest["split"] == split)
+        return self.manifest[rows].sort_values("paths")
 
     def _usable(self, split: str) -> list[str]:
         """Domains to evaluate on ``split``: source and target always, others if AUROC is defined."""
