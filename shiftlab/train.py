@@ -91,9 +91,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     checkpoint: ModelCheckpoint = instantiate(
         cfg.callbacks.checkpoint, dirpath=str(run_dir / "checkpoints")
     )
-    logger = _logger(cfg, run_dir)
+    logger = None
     failed = True
     try:
+        logger = _logger(cfg, run_dir)
         trainer: L.Trainer = instantiate(
             cfg.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=[checkpoint]
         )

@@ -65,6 +65,15 @@ def test_overrides_land_where_the_code_reads_them(tmp_path: Path) -> None:
     assert cfg.callbacks.checkpoint.monitor == "val/siemens/auroc"
     # The dataset's defaults are untouched; the run's choice is the top-level key.
     assert (cfg.dataset.domains.source, cfg.dataset.domains.target) == ("ge", "siemens")
+    # Without a top-level choice, the dataset's own defaults decide.
+    flipped = compose_train(
+        tmp_path / "data",
+        tmp_path / "out",
+        "dataset.domains.source=siemens",
+        "dataset.domains.target=ge",
+    )
+    assert (flipped.source, flipped.target) == ("siemens", "ge")
+    assert flipped.callbacks.checkpoint.monitor == "val/siemens/auroc"
 
 
 def test_wandb_logger_groups_by_scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

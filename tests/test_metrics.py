@@ -57,8 +57,11 @@ def test_logged_auroc_equals_sklearn_on_fixed_logits() -> None:
         first += len(labels)
     model = ShiftClassifier(FirstPixel(), val_domains=names, test_domains=names)
     trainer = L.Trainer(
-        accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     results = trainer.test(model, dataloaders=loaders, verbose=False)
 

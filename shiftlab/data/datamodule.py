@@ -89,12 +89,16 @@ class ShiftDataModule(L.LightningDataModule):
         return self.manifest[rows].sort_values("paths")
 
     def _usable(self, split: str) -> list[str]:
-        """Domains to evaluate on ``split``: source and target always, others if AUROC is defined."""
-        fixed = [self.domains.source, self.domains.target]
-        others = [
-            d for d in self.domains.names[2:] if self.frame(d, split)["label"].nunique() == 2
+        """Domains to evaluate on ``split``, source first: those whose split has both classes.
+
+        Source (train, val, test) and target (test) are checked to have both classes; any
+        other domain, and the target's validation split, is left out where AUROC is undefined.
+        """
+        required = {"val": 1, "test": 2}[split]
+        names = self.domains.names
+        return names[:required] + [
+            d for d in names[required:] if self.frame(d, split)["label"].nunique() == 2
         ]
-        return fixed + others
 
     def _check_source_and_target(self) -> None:
         needed = [(self.domains.source, s) for s in ("train", "val", "test")]

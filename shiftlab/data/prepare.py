@@ -17,12 +17,16 @@ def ensure_manifest(cfg: DictConfig) -> None:
     """Synthetic datasets are generated and ingested on first use; real ones must be ingested.
 
     Raises a ShiftlabError with the dataset's download instructions when its data is missing,
-    and with the ingest command when the data is there but the manifest is not (or was made
-    with another split_seed).
+    and with the ingest command when the data is there but the manifest (of this split_seed)
+    is not. Real data is never ingested implicitly: a header scan of a large archive is a
+    step to run once, on purpose, not inside each job of a grid.
     """
     dataset = cfg.dataset
     meta_path = Path(dataset.manifest_dir) / JSON_NAME
-    ingest_command = f"python -m shiftlab.ingest dataset={dataset.name} split_seed={cfg.split_seed}"
+    ingest_command = (
+        f"python -m shiftlab.ingest dataset={dataset.name} split_seed={cfg.split_seed}"
+        "  (with the same dataset.* and paths.* overrides as this run)"
+    )
     if not meta_path.exists():
         if dataset.get("synthetic"):
             if not (Path(dataset.root) / "labels.csv").exists():
