@@ -30,6 +30,7 @@ test-slow: $(STAMP)  ## only the slow tests
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check shiftlab tests
+	$(BIN)/ruff format --check shiftlab tests
 
 clean:  ## remove caches and outputs (keeps .venv and data/)
 	rm -rf .pytest_cache .ruff_cache outputs/* wandb lightning_logs
