@@ -41,13 +41,6 @@ def _quiet_library_noise() -> None:
     )
 
 
-def _logger(cfg: DictConfig, run_dir: Path):
-    logger = instantiate(cfg.logger, save_dir=str(run_dir))
-    # What reaches the logger (and W&B): settings only, never paths or patient-level data.
-    logger.log_hyperparams(settings(cfg))
-    return logger
-
-
 def _predictions(model: ShiftClassifier, datamodule: ShiftDataModule) -> pd.DataFrame:
     parts = {
         key: torch.cat([batch[key] for batch in model.test_predictions])
@@ -73,6 +66,44 @@ def _best_epoch(checkpoint: ModelCheckpoint) -> int:
     return int(state["epoch"])
 
 
+def _result(
+    cfg: DictConfig,
+    datamodule: ShiftDataModule,
+    checkpoint: ModelCheckpoint,
+    evaluated: list[dict[str, float]],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The content of metrics.json: per-domain AUROC, ΔAUC, and what they depend on."""
+    source, target = datamodule.domains.source, datamodule.domains.target
+    metrics = {
+        key: float(value)
+        for per_loader in evaluated
+        for key, value in per_loader.items()
+        if key.endswith("/auroc")
+    }
+    metrics["test/delta_auroc"] = metrics[f"test/{target}/auroc"] - metrics[f"test/{source}/auroc"]
+    return {
+        "metrics": metrics,
+        "scenario": f"{cfg.dataset.name}/{source}->{target}",
+        "dataset": cfg.dataset.name,
+        "modality": cfg.dataset.modality,
+        "source": source,
+        "target": target,
+        "model": cfg.model.name,
+        "seed": int(cfg.seed),
+        "split_seed": int(cfg.split_seed),
+        "config_hash": settings_hash(cfg),
+        "manifest_sha256": datamodule.manifest_sha256,
+        "checkpoint": {
+            "rule": CHECKPOINT_RULE,
+            "epoch": _best_epoch(checkpoint),
+            "val_source_auroc": float(checkpoint.best_model_score),
+        },
+        "samples": datamodule.counts(),
+        "timings_s": {name: round(seconds, 2) for name, seconds in timings.items()},
+    }
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """One run: returns the metrics it wrote to ``run_dir/metrics.json``."""
     started = time.perf_counter()
@@ -94,7 +125,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     logger = None
     failed = True
     try:
-        logger = _logger(cfg, run_dir)
+        logger = instantiate(cfg.logger, save_dir=str(run_dir))
+        # What reaches the logger (and W&B): settings with paths masked, never patient data.
+        logger.log_hyperparams(settings(cfg))
         trainer: L.Trainer = instantiate(
             cfg.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=[checkpoint]
         )
@@ -105,50 +138,22 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         validated = trainer.validate(model, datamodule=datamodule, ckpt_path="best", verbose=False)
         tested = trainer.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)
         finished = time.perf_counter()
-
-        source, target = datamodule.domains.source, datamodule.domains.target
-        metrics = {
-            key: float(value)
-            for per_loader in (*validated, *tested)
-            for key, value in per_loader.items()
-            if key.endswith("/auroc")
+        timings = {
+            "setup": fit_started - started,
+            "fit": test_started - fit_started,
+            "test": finished - test_started,
+            "total": finished - started,
         }
-        delta = metrics[f"test/{target}/auroc"] - metrics[f"test/{source}/auroc"]
-        metrics["test/delta_auroc"] = delta
-        result = {
-            "metrics": metrics,
-            "scenario": f"{cfg.dataset.name}/{source}->{target}",
-            "dataset": cfg.dataset.name,
-            "modality": cfg.dataset.modality,
-            "source": source,
-            "target": target,
-            "model": cfg.model.name,
-            "seed": int(cfg.seed),
-            "split_seed": int(cfg.split_seed),
-            "config_hash": settings_hash(cfg),
-            "manifest_sha256": datamodule.manifest_sha256,
-            "checkpoint": {
-                "rule": CHECKPOINT_RULE,
-                "epoch": _best_epoch(checkpoint),
-                "val_source_auroc": float(checkpoint.best_model_score),
-            },
-            "samples": datamodule.counts(),
-            "timings_s": {
-                "setup": round(fit_started - started, 2),
-                "fit": round(test_started - fit_started, 2),
-                "test": round(finished - test_started, 2),
-                "total": round(finished - started, 2),
-            },
-        }
+        result = _result(cfg, datamodule, checkpoint, [*validated, *tested], timings)
         record.write_predictions(_predictions(model, datamodule))
         record.write_metrics(result)
         if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(metrics)
+            logger.experiment.summary.update(result["metrics"])
         record.finish()
         failed = False
     finally:
         if isinstance(logger, WandbLogger):
-            import wandb
+            import wandb  # only when W&B is in use: importing it costs a second
 
             wandb.finish(exit_code=1 if failed else 0)
     return result
