@@ -66,12 +66,34 @@ def test_cache_is_built_once_and_never_decodes_again(tmp_path: Path) -> None:
     assert isinstance(again, np.memmap)
     np.testing.assert_array_equal(again, first)
     assert list((tmp_path / "cache").iterdir()) == [
-        tmp_path / "cache" / f"{cache.cache_key('sha-a', settings)}.npy"
+        tmp_path / "cache" / f"{cache.cache_key('sha-a', root, settings)}.npy"
     ]
 
     # Another manifest or other preprocessing is another cache entry, never a stale reuse.
-    assert cache.cache_key("sha-b", settings) != cache.cache_key("sha-a", settings)
-    assert cache.cache_key("sha-a", {**settings, "size": 16}) != cache.cache_key("sha-a", settings)
+    key = cache.cache_key("sha-a", root, settings)
+    assert cache.cache_key("sha-b", root, settings) != key
+    assert cache.cache_key("sha-a", root, {**settings, "size": 16}) != key
+
+
+def test_same_manifest_over_another_dicom_tree_is_not_served_from_cache(tmp_path: Path) -> None:
+    """Two trees with identical relative paths and UIDs but different pixels."""
+    settings = {"slices": 3, "size": 8, "intensity": "percentile"}
+    arrays = []
+    for name, step in (("a", 1), ("b", 7)):
+        root = tmp_path / name
+        written = write_series(
+            root / "p0",
+            patient_id="P0",
+            series_uid="1.2.3.4",
+            shape=(16, 16),
+            pixels=lambda k, shape, step=step: (np.arange(256).reshape(shape) * step) % 200 + k,
+        )
+        joined = PATH_SEPARATOR.join(str(f.relative_to(root)) for f in written.files)
+        manifest = pd.DataFrame({"paths": [joined]})
+        arrays.append(
+            np.array(cache.load_or_build(manifest, "sha", root, settings, tmp_path / "c"))
+        )
+    assert not np.array_equal(arrays[0], arrays[1])
 
 
 def test_failed_cache_build_leaves_no_partial_file(tmp_path: Path) -> None:

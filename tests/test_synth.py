@@ -53,8 +53,10 @@ def test_severity_knob_reaches_the_pixels(tmp_path: Path) -> None:
     none = read_tree(generate(tmp_path / "none", patients_per_vendor=2, severity=0.0, seed=3))
     assert full.keys() == none.keys()
     assert all(full[p][0] != none[p][0] for p in full)
-    # Only the rendering changes: the same patients, series and files.
-    assert all(full[p][1:] == none[p][1:] for p in full)
+    # Same patients and files, but other acquisitions: new UIDs, so the two sets' manifests
+    # (and everything keyed by them) can never be mistaken for each other.
+    assert all(full[p][2] == none[p][2] for p in full)
+    assert all(set(full[p][1]).isdisjoint(none[p][1]) for p in full)
 
 
 def test_severity_zero_makes_the_vendors_identical_and_one_keeps_their_own() -> None:

@@ -25,9 +25,16 @@ from shiftlab.manifest import PATH_SEPARATOR
 CACHE_FORMAT = 1
 
 
-def cache_key(manifest_sha256: str, preprocess: Mapping) -> str:
+def cache_key(manifest_sha256: str, dicom_root: Path, preprocess: Mapping) -> str:
+    """Identifies the arrays: the manifest alone does not, since two DICOM trees can share
+    relative paths, UIDs and labels yet differ in pixels (a re-export, another synthetic setting)."""
     settings = json.dumps(
-        {"manifest": manifest_sha256, "preprocess": dict(preprocess), "format": CACHE_FORMAT},
+        {
+            "manifest": manifest_sha256,
+            "dicom_root": str(Path(dicom_root).resolve()),
+            "preprocess": dict(preprocess),
+            "format": CACHE_FORMAT,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(settings.encode()).hexdigest()[:16]
@@ -44,7 +51,7 @@ def load_or_build(
 
     Built on first use (atomically, so concurrent runs at worst build it twice), then reused.
     """
-    path = Path(cache_dir) / f"{cache_key(manifest_sha256, preprocess)}.npy"
+    path = Path(cache_dir) / f"{cache_key(manifest_sha256, dicom_root, preprocess)}.npy"
     if not path.exists():
         _build(manifest, Path(dicom_root), SeriesPreprocessor.from_config(preprocess), path)
     arrays = np.load(path, mmap_mode="r")

@@ -226,8 +226,10 @@ def generate(
                 images = render_series(rng, acquisition, vendor.matrix, lesion, lesion_contrast)
                 stored = np.clip(np.round(images * vendor.stored_max), 0, 65535)
                 patient_id = f"SYN_{vendor_name.upper()}_{i:04d}"
-                study_uid = generate_uid(entropy_srcs=[str(seed), patient_id, "study"])
-                series_uid = generate_uid(entropy_srcs=[str(seed), patient_id, "series"])
+                # Other settings are other acquisitions: UIDs differ, as they would on a scanner.
+                settings = [str(seed), str(severity), str(lesion_contrast), patient_id]
+                study_uid = generate_uid(entropy_srcs=[*settings, "study"])
+                series_uid = generate_uid(entropy_srcs=[*settings, "series"])
                 folder = out / "dicom" / patient_id / "01-01-2000-MRI BREAST" / "3.000-ax t1 dyn"
                 for k in range(SLICES):
                     ds = _dataset(vendor, patient_id, study_uid, series_uid, stored[k], k)
