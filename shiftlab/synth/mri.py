@@ -237,7 +237,7 @@ def generate(
                 rows.append({"series_uid": series_uid, "lesion": int(lesion)})
                 progress.update()
     # Written last and atomically: its presence marks a complete set.
-    tmp = out / "labels.csv.tmp"
+    tmp = out / f"labels.csv.{os.getpid()}.tmp"
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["series_uid", "lesion"])
         writer.writeheader()
