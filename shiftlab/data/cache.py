@@ -2,8 +2,9 @@
 
 Why not MONAI's PersistentDataset: it stores one file per sample and loads it per access; a grid
 of a thousand runs over the same manifest then opens millions of small files. One memory-mapped
-``.npy`` per (manifest hash, preprocessing settings) is read at memory speed, shared by all runs
-and worker processes through the page cache, and keeps a run's own memory flat as datasets grow.
+``.npy`` per (manifest hash, DICOM root, preprocessing settings) is read at memory speed, shared
+by all runs and worker processes through the page cache, and keeps a run's memory flat as
+datasets grow.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ CACHE_FORMAT = 1
 
 
 def cache_key(manifest_sha256: str, dicom_root: Path, preprocess: Mapping) -> str:
-    """Identifies the arrays: the manifest alone does not, since two DICOM trees can share
-    relative paths, UIDs and labels yet differ in pixels (a re-export, another synthetic setting)."""
+    """Identifies the arrays. The manifest alone does not: two DICOM trees can share relative
+    paths, UIDs and labels yet differ in pixels (a re-export, another synthetic setting)."""
     settings = json.dumps(
         {
             "manifest": manifest_sha256,
@@ -56,7 +57,9 @@ def load_or_build(
         _build(manifest, Path(dicom_root), SeriesPreprocessor.from_config(preprocess), path)
     arrays = np.load(path, mmap_mode="r")
     if arrays.shape[0] != len(manifest):
-        raise RuntimeError(f"cache {path} holds {arrays.shape[0]} samples, manifest {len(manifest)}")
+        raise RuntimeError(
+            f"cache {path} holds {arrays.shape[0]} samples, manifest {len(manifest)}"
+        )
     return arrays
 
 

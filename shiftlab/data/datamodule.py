@@ -1,7 +1,8 @@
 """ShiftDataModule: train and validate on the source domain, evaluate on every domain.
 
-Dataloaders for validation and test are lists in ``eval_domains`` order (source, target, then
-every other vendor whose split holds both classes), so the model can name each metric by domain.
+Dataloaders for validation and test are lists in ``val_domains`` / ``test_domains`` order
+(source first, then target and every other vendor whose split holds both classes), so the model
+can name each metric by domain.
 """
 
 from __future__ import annotations
@@ -96,18 +97,19 @@ class ShiftDataModule(L.LightningDataModule):
         """
         required = {"val": 1, "test": 2}[split]
         names = self.domains.names
-        return names[:required] + [
-            d for d in names[required:] if self.frame(d, split)["label"].nunique() == 2
-        ]
+        return names[:required] + [d for d in names[required:] if self._has_both_classes(d, split)]
+
+    def _has_both_classes(self, domain: str, split: str) -> bool:
+        return self.frame(domain, split)["label"].nunique() == 2
 
     def _check_source_and_target(self) -> None:
         needed = [(self.domains.source, s) for s in ("train", "val", "test")]
         needed.append((self.domains.target, "test"))
         for domain, split in needed:
-            frame = self.frame(domain, split)
-            if frame["label"].nunique() < 2:
+            if not self._has_both_classes(domain, split):
+                counts = _label_counts(self.frame(domain, split))
                 raise ShiftlabError(
-                    f"domain {domain!r} split {split!r} has {_label_counts(frame)} samples; "
+                    f"domain {domain!r} split {split!r} has {counts} samples; "
                     "training and AUROC need both classes. Use more patients, other split "
                     "fractions in the dataset config, or another domain."
                 )
@@ -115,7 +117,10 @@ class ShiftDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.arrays is None:
             self.arrays = cache.load_or_build(
-                self.manifest, self.manifest_sha256, self.dicom_root, self.preprocess,
+                self.manifest,
+                self.manifest_sha256,
+                self.dicom_root,
+                self.preprocess,
                 self.cache_dir,
             )
 

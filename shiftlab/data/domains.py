@@ -1,7 +1,8 @@
 """Domains: named sets of vendors, resolved against the vendors a manifest holds.
 
 A plain vendor name (``ge``) is a domain of one vendor. A dataset config may define groups:
-``{other: {exclude: [siemens]}}`` (every vendor but siemens) or ``{big2: {include: [ge, siemens]}}``.
+``{other: {exclude: [siemens]}}`` (every vendor but siemens) or
+``{big2: {include: [ge, siemens]}}``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ class Domains:
 def _group_vendors(name: str, group: Mapping, present: set[str]) -> frozenset[str]:
     if set(group) - {"include", "exclude"} or len(group) != 1:
         raise ShiftlabError(
-            f"domain group {name!r} must have exactly one of 'include' or 'exclude', got {dict(group)}"
+            f"domain group {name!r} must have exactly one of 'include' or 'exclude', "
+            f"got {dict(group)}"
         )
     listed = set(group.get("include", group.get("exclude", [])))
     return frozenset(listed & present if "include" in group else present - listed)

@@ -55,12 +55,16 @@ class SeriesPreprocessor:
         self.normalise = (
             NormalizeIntensity()
             if intensity == "zscore"
-            else ScaleIntensityRangePercentiles(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)
+            else ScaleIntensityRangePercentiles(
+                lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True
+            )
         )
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> SeriesPreprocessor:
-        return cls(slices=int(cfg["slices"]), size=int(cfg["size"]), intensity=str(cfg["intensity"]))
+        return cls(
+            slices=int(cfg["slices"]), size=int(cfg["size"]), intensity=str(cfg["intensity"])
+        )
 
     def __call__(self, volume: np.ndarray) -> np.ndarray:
         # MONAI transforms take channel-first arrays: add a channel axis, drop it at the end.
