@@ -30,10 +30,6 @@ class RunRecord:
     def __init__(self, run_dir: str | Path) -> None:
         self.dir = Path(run_dir)
 
-    @property
-    def done(self) -> bool:
-        return (self.dir / DONE).exists()
-
     def start(self, cfg: DictConfig) -> None:
         """Mark the run incomplete (a rerun must not look finished) and store its config.
 
@@ -53,6 +49,3 @@ class RunRecord:
 
     def finish(self) -> None:
         write_atomic(self.dir / DONE, "")
-
-    def metrics(self) -> dict[str, Any]:
-        return json.loads((self.dir / "metrics.json").read_text())
