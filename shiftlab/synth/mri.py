@@ -17,9 +17,6 @@ gives identical vendors. The magnitudes are set by design, not produced by physi
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +26,7 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
+from shiftlab.synth.common import seeded_rng, write_labels_csv
 from shiftlab.synth.dicom_writer import write_dicom_atomic
 from shiftlab.synth.severity import interpolate_vendor
 
@@ -90,12 +88,6 @@ SLICES = 3
 SLICE_THICKNESS_MM = 3.0
 FIELD_OF_VIEW_MM = 320.0
 LESION_PREVALENCE = 0.5
-
-
-def _rng(seed: int, *keys: object) -> np.random.Generator:
-    """A generator that depends only on the seed and the keys (stable across processes)."""
-    digest = hashlib.sha256(repr((seed, *keys)).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
 def render_series(
@@ -221,7 +213,7 @@ def generate(
             other = VENDORS[next(v for v in VENDORS if v != vendor_name)]
             acquisition = interpolate_vendor(vendor.acquisition, other.acquisition, severity)
             for i in range(patients_per_vendor):
-                rng = _rng(seed, vendor_name, i)
+                rng = seeded_rng(seed, vendor_name, i)
                 lesion = bool(rng.random() < LESION_PREVALENCE)
                 images = render_series(rng, acquisition, vendor.matrix, lesion, lesion_contrast)
                 stored = np.clip(np.round(images * vendor.stored_max), 0, 65535)
@@ -236,11 +228,5 @@ def generate(
                     write_dicom_atomic(ds, folder / f"1-{k + 1:02d}.dcm")
                 rows.append({"series_uid": series_uid, "lesion": int(lesion)})
                 progress.update()
-    # Written last and atomically: its presence marks a complete set.
-    tmp = out / f"labels.csv.{os.getpid()}.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["series_uid", "lesion"])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out / "labels.csv")
+    write_labels_csv(out, rows, ["series_uid", "lesion"])
     return out
