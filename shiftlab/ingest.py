@@ -271,40 +271,44 @@ def scan_dicom_tree(
 def _manifest_rows(
     series: Sequence[SeriesHeader], labels: LabelTable, key: bytes
 ) -> tuple[pd.DataFrame, pd.Series, list[SeriesHeader]]:
-    """Labelled series as manifest rows (no split yet), their raw PatientIDs, the unlabelled."""
+    """Labelled samples as manifest rows (no split yet), their raw PatientIDs, the unlabelled
+    series. A series gives one row per sample its label file names for it."""
     rows, raw_patients, unlabelled = [], [], []
     for header in series:
-        label = labels.labels.get(header.raw(labels.key_tag))
-        if label is None:
+        samples = labels.samples.get(header.raw(labels.key_tag))
+        if not samples:
             unlabelled.append(header)
             continue
-        raw_patients.append(header.patient_id)
-        rows.append(
-            {
-                "sample_id": pseudonym(key, header.series_uid, "s-"),
-                "patient_id": pseudonym(key, header.patient_id, "p-"),
-                "study_id": pseudonym(key, header.study_uid, "st-"),
-                "series_id": pseudonym(key, header.series_uid, "se-"),
-                "paths": PATH_SEPARATOR.join(header.files),
-                "n_slices": len(header.files),
-                "label": int(label),
-                "manufacturer": header.manufacturer,
-                "vendor": normalise_vendor(header.manufacturer),
-                "model_name": header.model_name,
-                "field_strength": (
-                    np.nan if header.field_strength is None else header.field_strength
-                ),
-                "modality": header.modality,
-                "split": "",
-            }
-        )
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
+        for sample in samples:
+            raw_patients.append(header.patient_id)
+            sample_key = f"{header.series_uid}#{sample.name}" if sample.name else header.series_uid
+            rows.append(
+                {
+                    "sample_id": pseudonym(key, sample_key, "s-"),
+                    "patient_id": pseudonym(key, header.patient_id, "p-"),
+                    "study_id": pseudonym(key, header.study_uid, "st-"),
+                    "series_id": pseudonym(key, header.series_uid, "se-"),
+                    "paths": PATH_SEPARATOR.join(header.files),
+                    "n_slices": len(header.files),
+                    "label": sample.label,
+                    "manufacturer": header.manufacturer,
+                    "vendor": normalise_vendor(header.manufacturer),
+                    "model_name": header.model_name,
+                    "field_strength": (
+                        np.nan if header.field_strength is None else header.field_strength
+                    ),
+                    "modality": header.modality,
+                    "split": "",
+                    **sample.extra,
+                }
+            )
+    df = pd.DataFrame(rows, columns=[*COLUMNS, *labels.extra_columns])
     return df, pd.Series(raw_patients, index=df.index, dtype=str), unlabelled
 
 
 def _no_match_error(series: Sequence[SeriesHeader], labels: LabelTable, label_path: str) -> str:
     series_example = series[0].raw(labels.key_tag) if series else "(no series)"
-    label_example = next(iter(labels.labels), "(empty label file)")
+    label_example = next(iter(labels.samples), "(empty label file)")
     return (
         f"no series matched a label: labels from {label_path} are keyed by "
         f"{labels.key_tag}, e.g. {label_example!r}, while the scanned series have e.g. "
@@ -349,9 +353,10 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
 
     key = load_or_create_key(paths_cfg.pseudonym_key)
     df, raw_patients, unlabelled = _manifest_rows(series, labels, key)
-    matched_keys = {s.raw(labels.key_tag) for s in series} & set(labels.labels)
+    matched_keys = {s.raw(labels.key_tag) for s in series} & set(labels.samples)
     print(f"unlabelled series:  {len(unlabelled)} (dropped)")
-    print(f"labels unmatched:   {len(labels.labels) - len(matched_keys)} of {len(labels.labels)}")
+    n_keys = len(labels.samples)
+    print(f"labels unmatched:   {n_keys - len(matched_keys)} of {n_keys}")
     if df.empty:
         raise ShiftlabError(_no_match_error(series, labels, str(dataset_cfg.labels.get("path"))))
 
@@ -364,7 +369,7 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
         "split_seed": int(split_seed),
         "split_fractions": fractions,
         "label_key_tag": labels.key_tag,
-        "sample_unit": "series",
+        "sample_unit": str(dataset_cfg.get("sample_unit", "series")),
         "n_files_scanned": n_files,
         "n_files_skipped": len(skipped),
         "n_series_unlabelled": len(unlabelled),

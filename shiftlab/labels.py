@@ -1,15 +1,21 @@
-"""Read a dataset's own label file into {raw DICOM attribute value: 0/1}.
+"""Read a dataset's own label file into labelled samples keyed by a raw DICOM attribute value.
 
 Datasets ship labels in many shapes; the common one is a table with one key column (a
 SeriesInstanceUID, PatientID, AccessionNumber ...) and one 0/1 column. Dataset configs point
 `labels._target_` at `read_label_table` for that case, or at their own recipe returning a
 `LabelTable`, so ingest never needs to know where labels came from.
+
+A key usually names one sample (a series, an image). Tasks whose unit is smaller than a series,
+such as one nodule of a CT scan, name a `sample_column` (unique within a key) and the
+`extra_columns` the preprocessing needs (a nodule centre, a slice index), which are copied into
+the manifest.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -18,17 +24,49 @@ from shiftlab.errors import ShiftlabError
 
 
 @dataclass(frozen=True)
+class LabelledSample:
+    """One sample of a series: its name within the series ("" when the series is the sample)."""
+
+    name: str
+    label: int
+    extra: dict[str, float | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class LabelTable:
-    """Labels keyed by the raw text of one DICOM attribute (`key_tag`, a pydicom keyword)."""
+    """Samples keyed by the raw text of one DICOM attribute (`key_tag`, a pydicom keyword)."""
 
     key_tag: str
-    labels: dict[str, int]
+    samples: dict[str, list[LabelledSample]]
+
+    @property
+    def extra_columns(self) -> list[str]:
+        """Names of the extra per-sample columns, in their first-seen order."""
+        names: dict[str, None] = {}
+        for group in self.samples.values():
+            for sample in group:
+                names.update(dict.fromkeys(sample.extra))
+        return list(names)
+
+
+def _numeric_or_text(values: pd.Series) -> list[float | str]:
+    numbers = pd.to_numeric(values, errors="coerce")
+    return values.tolist() if numbers.isna().any() else numbers.astype(float).tolist()
 
 
 def read_label_table(
-    path: str | os.PathLike[str], key_column: str, key_tag: str, label_column: str
+    path: str | os.PathLike[str],
+    key_column: str,
+    key_tag: str,
+    label_column: str,
+    sample_column: str | None = None,
+    extra_columns: Sequence[str] = (),
 ) -> LabelTable:
-    """Read a CSV (or .tsv) label file; keys are kept as text so UIDs never turn into floats."""
+    """Read a CSV (or .tsv) label file; keys are kept as text so UIDs never turn into floats.
+
+    Without `sample_column` each key is one sample (repeated rows must agree on the label);
+    with it, each (key, sample) pair is one sample and must be unique.
+    """
     path = Path(path)
     if not path.is_file():
         raise ShiftlabError(
@@ -38,11 +76,13 @@ def read_label_table(
     table = pd.read_csv(
         path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False
     )
-    missing = [c for c in (key_column, label_column) if c not in table.columns]
+    wanted = [key_column, label_column, *([sample_column] if sample_column else []), *extra_columns]
+    missing = [c for c in wanted if c not in table.columns]
     if missing:
         raise ShiftlabError(
             f"label file {path} lacks column(s) {missing}; it has {list(table.columns)}. "
-            "Set dataset.labels.key_column / label_column to the right names."
+            "Set dataset.labels.key_column / label_column / sample_column / extra_columns to "
+            "the right names."
         )
     keys = table[key_column].str.strip()
     raw_labels = table[label_column].str.strip()
@@ -57,10 +97,25 @@ def read_label_table(
     if (keys == "").any():
         line = int(table.index[keys == ""][0]) + 2
         raise ShiftlabError(f"label file {path}: empty {key_column!r} on line {line}.")
-    labels: dict[str, int] = {}
-    for key, label in zip(keys, numeric.astype(int), strict=True):
-        if labels.setdefault(key, label) != label:
-            raise ShiftlabError(
-                f"label file {path}: {key_column} {key!r} is labelled both 0 and 1."
-            )
-    return LabelTable(key_tag=key_tag, labels=labels)
+    names = table[sample_column].str.strip() if sample_column else pd.Series("", index=table.index)
+    extras = {c: _numeric_or_text(table[c].str.strip()) for c in extra_columns}
+
+    samples: dict[str, list[LabelledSample]] = {}
+    seen: dict[tuple[str, str], int] = {}
+    for i, (key, name, label) in enumerate(zip(keys, names, numeric.astype(int), strict=True)):
+        if (key, name) in seen:
+            if sample_column:
+                raise ShiftlabError(
+                    f"label file {path}: {key_column} {key!r} {sample_column} {name!r} appears "
+                    f"twice (lines {seen[(key, name)] + 2} and {i + 2})."
+                )
+            first = samples[key][0]
+            if first.label != label:
+                raise ShiftlabError(
+                    f"label file {path}: {key_column} {key!r} is labelled both 0 and 1."
+                )
+            continue
+        seen[(key, name)] = i
+        extra = {c: values[i] for c, values in extras.items()}
+        samples.setdefault(key, []).append(LabelledSample(name=name, label=label, extra=extra))
+    return LabelTable(key_tag=key_tag, samples=samples)

@@ -393,7 +393,10 @@ def test_label_file_errors_say_what_to_fix(tmp_path: Path) -> None:
         read_label_table(path, "series_uid", "SeriesInstanceUID", "lesion")
     path.write_text("series_uid,lesion\n1.2.30,1\n1.2.4,0\n")
     table = read_label_table(path, "series_uid", "SeriesInstanceUID", "lesion")
-    assert table.labels == {"1.2.30": 1, "1.2.4": 0}
+    assert {k: [s.label for s in v] for k, v in table.samples.items()} == {
+        "1.2.30": [1],
+        "1.2.4": [0],
+    }
     assert table.key_tag == "SeriesInstanceUID"
 
 

@@ -11,9 +11,11 @@ import pytest
 from dicom_factory import write_series
 
 from shiftlab.data import cache
-from shiftlab.data.preprocess import SeriesPreprocessor, read_series
+from shiftlab.data.preprocess import MRIPreprocessor, read_series
 from shiftlab.errors import ShiftlabError
 from shiftlab.manifest import PATH_SEPARATOR
+
+MRI = "shiftlab.data.preprocess.MRIPreprocessor"
 
 
 def test_read_series_applies_rescale_slope_and_intercept(tmp_path: Path) -> None:
@@ -37,7 +39,7 @@ def test_read_series_names_an_undecodable_file(tmp_path: Path) -> None:
 def test_preprocessor_resamples_and_normalises(intensity: str) -> None:
     rng = np.random.default_rng(0)
     volume = rng.gamma(2.0, 300.0, size=(5, 40, 50)).astype(np.float32)
-    out = SeriesPreprocessor(slices=3, size=32, intensity=intensity)(volume)
+    out = MRIPreprocessor(slices=3, size=32, intensity=intensity).from_volume(volume)
     assert out.shape == (3, 32, 32) and out.dtype == np.float32
     if intensity == "zscore":
         assert abs(out.mean()) < 1e-4 and abs(out.std() - 1) < 1e-3
@@ -47,7 +49,7 @@ def test_preprocessor_resamples_and_normalises(intensity: str) -> None:
 
 def test_preprocessor_rejects_unknown_intensity_method() -> None:
     with pytest.raises(ShiftlabError, match="zscore"):
-        SeriesPreprocessor(slices=3, size=32, intensity="minmax")
+        MRIPreprocessor(slices=3, size=32, intensity="minmax")
 
 
 def test_cache_is_built_once_and_never_decodes_again(tmp_path: Path) -> None:
@@ -57,7 +59,7 @@ def test_cache_is_built_once_and_never_decodes_again(tmp_path: Path) -> None:
         written = write_series(root / f"p{i}", patient_id=f"P{i}", shape=(16, 16))
         paths.append(PATH_SEPARATOR.join(str(f.relative_to(root)) for f in written.files))
     manifest = pd.DataFrame({"paths": paths})
-    settings = {"slices": 3, "size": 8, "intensity": "zscore"}
+    settings = {"_target_": MRI, "slices": 3, "size": 8, "intensity": "zscore"}
     first = np.array(cache.load_or_build(manifest, "sha-a", root, settings, tmp_path / "cache"))
     assert first.shape == (3, 3, 8, 8)
 
@@ -77,7 +79,7 @@ def test_cache_is_built_once_and_never_decodes_again(tmp_path: Path) -> None:
 
 def test_same_manifest_over_another_dicom_tree_is_not_served_from_cache(tmp_path: Path) -> None:
     """Two trees with identical relative paths and UIDs but different pixels."""
-    settings = {"slices": 3, "size": 8, "intensity": "percentile"}
+    settings = {"_target_": MRI, "slices": 3, "size": 8, "intensity": "percentile"}
     arrays = []
     for name, step in (("a", 1), ("b", 7)):
         root = tmp_path / name
@@ -103,7 +105,7 @@ def test_failed_cache_build_leaves_no_partial_file(tmp_path: Path) -> None:
     manifest = pd.DataFrame(
         {"paths": [PATH_SEPARATOR.join(str(f.relative_to(root)) for f in written.files)]}
     )
-    settings = {"slices": 3, "size": 8, "intensity": "zscore"}
+    settings = {"_target_": MRI, "slices": 3, "size": 8, "intensity": "zscore"}
     with pytest.raises(ShiftlabError):
         cache.load_or_build(manifest, "sha", root, settings, tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from shiftlab.data.preprocess import SeriesPreprocessor, read_series
+from shiftlab.data.preprocess import Preprocessor, read_slices
+from shiftlab.errors import ShiftlabError, instantiate
 from shiftlab.manifest import PATH_SEPARATOR
 
 # Bump when the decoding or array layout changes, so old caches are not reused.
@@ -54,7 +55,7 @@ def load_or_build(
     """
     path = Path(cache_dir) / f"{cache_key(manifest_sha256, dicom_root, preprocess)}.npy"
     if not path.exists():
-        _build(manifest, Path(dicom_root), SeriesPreprocessor.from_config(preprocess), path)
+        _build(manifest, Path(dicom_root), build_preprocessor(preprocess), path)
     arrays = np.load(path, mmap_mode="r")
     if arrays.shape[0] != len(manifest):
         raise RuntimeError(
@@ -63,19 +64,30 @@ def load_or_build(
     return arrays
 
 
+def build_preprocessor(preprocess: Mapping) -> Preprocessor:
+    """The dataset's preprocessor from its config (``_target_`` names the modality's class)."""
+    if "_target_" not in preprocess:
+        raise ShiftlabError(
+            "dataset.preprocess needs a _target_, e.g. shiftlab.data.preprocess.MRIPreprocessor, "
+            f"CTPatchPreprocessor or XRayPreprocessor; got keys {sorted(preprocess)}"
+        )
+    return instantiate(dict(preprocess))
+
+
 def _build(
-    manifest: pd.DataFrame, dicom_root: Path, preprocessor: SeriesPreprocessor, path: Path
+    manifest: pd.DataFrame, dicom_root: Path, preprocessor: Preprocessor, path: Path
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
     arrays = np.lib.format.open_memmap(
         tmp, mode="w+", dtype=np.float32, shape=(len(manifest), *preprocessor.shape)
     )
-    rows = tqdm(manifest["paths"], desc="decoding DICOM into cache", unit="series", leave=False)
+    samples = manifest.to_dict("records")
+    progress = tqdm(samples, desc="decoding DICOM into cache", unit="sample", leave=False)
     try:
-        for i, joined in enumerate(rows):
-            files = [dicom_root / p for p in joined.split(PATH_SEPARATOR)]
-            arrays[i] = preprocessor(read_series(files))
+        for i, sample in enumerate(progress):
+            files = [dicom_root / p for p in sample["paths"].split(PATH_SEPARATOR)]
+            arrays[i] = preprocessor(read_slices(files), sample)
         arrays.flush()
         del arrays
         os.replace(tmp, path)

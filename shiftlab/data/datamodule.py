@@ -14,6 +14,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from shiftlab.data import cache
@@ -66,7 +67,12 @@ class ShiftDataModule(L.LightningDataModule):
         self.domains: Domains = resolve_domains(self.manifest, source, target, domain_groups)
         self.dicom_root = Path(dicom_root)
         self.cache_dir = Path(cache_dir)
-        self.preprocess = dict(preprocess)
+        # Plain containers: the settings are hashed into the cache key and instantiated.
+        self.preprocess = (
+            OmegaConf.to_container(preprocess, resolve=True)
+            if isinstance(preprocess, DictConfig)
+            else dict(preprocess)
+        )
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers = num_workers
         self.hflip = hflip

@@ -1,48 +1,196 @@
-"""Decode one series from DICOM and bring it to the network's fixed input shape.
+"""Decode one sample from DICOM and bring it to the network's fixed input, per modality.
 
-The steps are MONAI transforms where MONAI has them (resizing, intensity normalisation); only the
-DICOM decoding is ours, because the slice order and file list already come from the manifest and
-rescale slope/intercept must be applied per file.
+Each modality has the preprocessing an imaging engineer expects, built from small functions that
+are tested on DICOM attributes:
+
+- MRI (`MRIPreprocessor`): intensities have no absolute scale, so each volume is scaled on its
+  own (z-score or robust percentiles) after resampling to a fixed shape.
+- CT (`CTPatchPreprocessor`): Hounsfield units from RescaleSlope/Intercept, a patch centred on a
+  point given in patient coordinates, sampled at a fixed spacing (so thin and thick slices give
+  the same geometry), then a fixed HU window. No per-image normalisation: HU are absolute.
+- X-ray (`XRayPreprocessor`): the display pipeline of the header (modality LUT, then VOI LUT or
+  window, then MONOCHROME1 inverted, whatever the stored bit depth) to [0, 1], then resized.
+
+MONAI transforms do the resizing and intensity scaling. Decoding is ours, because the file list
+and slice order come from the manifest; so is the CT patch sampling, which interpolates only the
+patch's own grid instead of resampling a whole 512x512x300 scan per nodule.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pydicom
 import torch
-from monai.transforms import NormalizeIntensity, Resize, ScaleIntensityRangePercentiles
+from monai.transforms import (
+    NormalizeIntensity,
+    Resize,
+    ScaleIntensityRange,
+    ScaleIntensityRangePercentiles,
+)
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from scipy.ndimage import map_coordinates
 
 from shiftlab.errors import ShiftlabError
 
 INTENSITY_METHODS = ("zscore", "percentile")
+WINDOW_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 
 
-def read_series(files: Sequence[Path]) -> np.ndarray:
-    """Stored values -> modality values (slope/intercept applied), shape (slices, rows, cols)."""
+class Preprocessor(Protocol):
+    """Decoded slices of one sample (and its manifest row) -> an array of shape ``shape``."""
+
+    shape: tuple[int, ...]
+
+    def __call__(self, slices: Sequence[Dataset], sample: Mapping) -> np.ndarray: ...
+
+
+def read_slices(files: Sequence[Path]) -> list[Dataset]:
+    """Read and decode every file of a sample, naming the file that fails."""
     slices = []
     for path in files:
         try:
             ds = pydicom.dcmread(path)
-            pixels = ds.pixel_array.astype(np.float32)
+            _ = ds.pixel_array  # decode now, so that a failure names this file
         except Exception as error:  # any decoder or file error: say which file, then stop
             raise ShiftlabError(f"cannot decode pixels of {path}: {error}") from error
-        slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-        intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-        slices.append(pixels * slope + intercept)
-    shapes = {s.shape for s in slices}
+        slices.append(ds)
+    return slices
+
+
+def _source(ds: Dataset) -> str:
+    """The file a dataset came from, for error messages."""
+    return str(getattr(ds, "filename", None) or "<dataset in memory>")
+
+
+def modality_values(ds: Dataset) -> np.ndarray:
+    """Stored values -> modality values (RescaleSlope/Intercept or a Modality LUT): HU for CT."""
+    return np.asarray(apply_modality_lut(ds.pixel_array, ds), dtype=np.float32)
+
+
+def stack_slices(slices: Sequence[Dataset]) -> np.ndarray:
+    """Modality values of a series, shape (slices, rows, cols), in the given (slice) order."""
+    planes = [modality_values(ds) for ds in slices]
+    shapes = {p.shape for p in planes}
     if len(shapes) != 1:
-        raise ShiftlabError(f"slices of one series differ in size {sorted(shapes)}: {files[0]}")
-    return np.stack(slices)
+        raise ShiftlabError(
+            f"slices of one series differ in size {sorted(shapes)}: {_source(slices[0])}"
+        )
+    return np.stack(planes)
 
 
-class SeriesPreprocessor:
-    """Resample a decoded series to (slices, size, size) and normalise its intensities.
+def read_series(files: Sequence[Path]) -> np.ndarray:
+    """Modality values of the files of one series, shape (slices, rows, cols)."""
+    return stack_slices(read_slices(files))
 
-    ``intensity``: ``zscore`` (per volume; MRI has no absolute scale) or ``percentile`` (robust
-    0.5-99.5 percentile scaling to [0, 1], clipped).
+
+def window(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map [low, high] linearly to [0, 1], clipping outside (e.g. an HU window)."""
+    scale = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
+    return np.asarray(scale(np.asarray(values, dtype=np.float32)), dtype=np.float32)
+
+
+def dicom_window(
+    values: np.ndarray, center: float, width: float, function: str = "LINEAR"
+) -> np.ndarray:
+    """A DICOM VOI window (PS3.3 C.11.2.1.2) with output scaled to [0, 1]."""
+    function = (function or "LINEAR").upper()
+    x = np.asarray(values, dtype=np.float64)
+    if function == "LINEAR":
+        if width < 1:
+            raise ShiftlabError(f"WindowWidth {width} < 1 is invalid for a LINEAR window")
+        out = (x - (center - 0.5)) / (width - 1) + 0.5
+    elif function == "LINEAR_EXACT":
+        out = (x - center) / width + 0.5
+    elif function == "SIGMOID":
+        out = 1 / (1 + np.exp(-4 * (x - center) / width))
+    else:
+        raise ShiftlabError(f"VOILUTFunction {function!r}; expected one of {WINDOW_FUNCTIONS}")
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
+def _first(value: object) -> float:
+    """The first of a possibly multi-valued attribute (WindowCenter may list several)."""
+    return float(value[0] if isinstance(value, MultiValue) else value)
+
+
+def _stored_range(ds: Dataset) -> tuple[float, float]:
+    """Modality values of the smallest and largest storable pixel, from the bit depth."""
+    bits = int(ds.BitsStored)
+    signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    ends = apply_modality_lut(np.array([low, high]), ds).astype(np.float64)
+    return float(ends.min()), float(ends.max())
+
+
+def xray_display(ds: Dataset) -> np.ndarray:
+    """One radiograph as displayed, in [0, 1] with 1 = bright (high attenuation, MONOCHROME2).
+
+    The header's own display pipeline: modality LUT; then the first VOI LUT if present, else the
+    first window (with its VOILUTFunction), else the full stored range of BitsStored; then
+    MONOCHROME1 (low value = bright) inverted. Whatever the vendor's encoding, the result is
+    on one scale.
+    """
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ShiftlabError(
+            f"PhotometricInterpretation {photometric!r} is not greyscale: {_source(ds)}"
+        )
+    values = modality_values(ds)
+    if ds.get("VOILUTSequence"):
+        descriptor = ds.VOILUTSequence[0].LUTDescriptor
+        lut_max = 2 ** int(descriptor[2]) - 1
+        # A LUT is indexed by whole modality values.
+        indices = np.rint(values).astype(np.int64)
+        shown = np.asarray(apply_voi_lut(indices, ds, prefer_lut=True), dtype=np.float64) / lut_max
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        function = str(ds.get("VOILUTFunction", "LINEAR"))
+        shown = dicom_window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), function)
+    else:
+        low, high = _stored_range(ds)
+        shown = (values - low) / (high - low)
+    shown = np.clip(shown, 0, 1)
+    if photometric == "MONOCHROME1":
+        shown = 1 - shown
+    return shown.astype(np.float32)
+
+
+def slice_geometry(slices: Sequence[Dataset]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each voxel lies in patient coordinates (mm).
+
+    Returns ``origin`` (position of the first slice's first pixel), ``axes`` (unit vectors of
+    increasing column index, increasing row index, and the slice normal) and ``positions`` (each
+    slice's position along the normal, ascending in the given order).
+    """
+    first = slices[0]
+    try:
+        orientation = np.asarray([float(v) for v in first.ImageOrientationPatient])
+        positions_xyz = np.asarray([[float(v) for v in ds.ImagePositionPatient] for ds in slices])
+    except AttributeError as missing:
+        raise ShiftlabError(
+            f"a CT patch needs ImagePositionPatient and ImageOrientationPatient: {missing} "
+            f"({_source(first)})"
+        ) from missing
+    along_row, along_column = orientation[:3], orientation[3:]
+    normal = np.cross(along_row, along_column)
+    positions = positions_xyz @ normal
+    if len(slices) > 1 and not np.all(np.diff(positions) > 0):
+        raise ShiftlabError(
+            f"slice positions are not strictly increasing along the normal: {_source(first)}"
+        )
+    return positions_xyz[0], np.stack([along_row, along_column, normal]), positions
+
+
+class MRIPreprocessor:
+    """Resample a series to (slices, size, size) and normalise its intensities per volume.
+
+    ``intensity``: ``zscore`` or ``percentile`` (robust 0.5-99.5 percentile scaling to [0, 1],
+    clipped). MRI has no absolute intensity scale, so no fixed window can be right.
     """
 
     def __init__(self, slices: int, size: int, intensity: str = "zscore") -> None:
@@ -60,14 +208,96 @@ class SeriesPreprocessor:
             )
         )
 
-    @classmethod
-    def from_config(cls, cfg: Mapping) -> SeriesPreprocessor:
-        return cls(
-            slices=int(cfg["slices"]), size=int(cfg["size"]), intensity=str(cfg["intensity"])
-        )
-
-    def __call__(self, volume: np.ndarray) -> np.ndarray:
+    def from_volume(self, volume: np.ndarray) -> np.ndarray:
         # MONAI transforms take channel-first arrays: add a channel axis, drop it at the end.
         image = torch.as_tensor(volume, dtype=torch.float32)[None]
-        image = self.normalise(self.resize(image))
-        return np.asarray(image[0], dtype=np.float32)
+        return np.asarray(self.normalise(self.resize(image))[0], dtype=np.float32)
+
+    def __call__(self, slices: Sequence[Dataset], sample: Mapping) -> np.ndarray:
+        return self.from_volume(stack_slices(slices))
+
+
+class CTPatchPreprocessor:
+    """A patch of ``patch`` = (depth, height, width) voxels centred on a point, HU-windowed.
+
+    ``spacing_mm`` (z, y, x) is the patch's voxel size; null keeps each scan's own spacing (as
+    the original NoduleX did). ``window`` = (low, high) HU maps to [0, 1]. The centre comes from
+    the sample's ``center_columns`` (patient coordinates in mm, as in ImagePositionPatient);
+    outside the scan the patch is filled with ``pad_hu`` (air). Slices must be in ascending
+    position along the normal (ingest orders them so).
+    """
+
+    def __init__(
+        self,
+        patch: Sequence[int],
+        window: Sequence[float],
+        spacing_mm: Sequence[float] | None = None,
+        center_columns: Sequence[str] = ("center_x_mm", "center_y_mm", "center_z_mm"),
+        pad_hu: float = -1000.0,
+    ) -> None:
+        if len(patch) != 3 or min(patch) < 1:
+            raise ShiftlabError(f"dataset.preprocess.patch must be 3 positive sizes, got {patch}")
+        if len(window) != 2 or window[0] >= window[1]:
+            raise ShiftlabError(f"dataset.preprocess.window must be [low, high], got {window}")
+        if spacing_mm is not None and (len(spacing_mm) != 3 or min(spacing_mm) <= 0):
+            raise ShiftlabError(
+                f"dataset.preprocess.spacing_mm must be 3 sizes > 0 or null, got {spacing_mm}"
+            )
+        self.shape = tuple(int(p) for p in patch)
+        self.window = (float(window[0]), float(window[1]))
+        self.spacing = None if spacing_mm is None else tuple(float(s) for s in spacing_mm)
+        self.center_columns = tuple(center_columns)
+        self.pad_hu = float(pad_hu)
+
+    def center(self, sample: Mapping) -> np.ndarray:
+        try:
+            return np.asarray([float(sample[c]) for c in self.center_columns])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ShiftlabError(
+                f"a CT patch needs the centre columns {list(self.center_columns)} in the "
+                f"manifest (from the label file's extra_columns); sample has: {error}"
+            ) from error
+
+    def sample_grid(
+        self, slices: Sequence[Dataset], center: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fractional (slice, row, column) indices of every patch voxel."""
+        origin, (along_row, along_column, normal), positions = slice_geometry(slices)
+        dy, dx = (float(v) for v in slices[0].PixelSpacing)  # between rows, between columns
+        dz = float(np.median(np.diff(positions))) if len(positions) > 1 else 1.0
+        tz, ty, tx = self.spacing or (dz, dy, dx)
+        offsets = [
+            (np.arange(n) - (n - 1) / 2) * t for n, t in zip(self.shape, (tz, ty, tx), strict=True)
+        ]
+        z = center @ normal + offsets[0]
+        # Outside the scan along z the index goes out of range, so map_coordinates pads it.
+        k = np.interp(z, positions, np.arange(len(positions)), left=-1e6, right=1e6)
+        relative = center - origin
+        i = (relative @ along_column + offsets[1]) / dy
+        j = (relative @ along_row + offsets[2]) / dx
+        return np.meshgrid(k, i, j, indexing="ij")
+
+    def from_volume(self, hu: np.ndarray, grid: tuple[np.ndarray, ...]) -> np.ndarray:
+        patch = map_coordinates(hu, grid, order=1, mode="constant", cval=self.pad_hu)
+        return window(patch, *self.window)
+
+    def __call__(self, slices: Sequence[Dataset], sample: Mapping) -> np.ndarray:
+        grid = self.sample_grid(slices, self.center(sample))
+        return self.from_volume(stack_slices(slices), grid)
+
+
+class XRayPreprocessor:
+    """One radiograph through its header's display pipeline, resized to (1, size, size)."""
+
+    def __init__(self, size: int) -> None:
+        self.shape = (1, size, size)
+        # "area" averages when shrinking, so edge-enhancement and noise do not alias.
+        self.resize = Resize(spatial_size=(size, size), mode="area")
+
+    def __call__(self, slices: Sequence[Dataset], sample: Mapping) -> np.ndarray:
+        if len(slices) != 1:
+            raise ShiftlabError(
+                f"an X-ray sample is one image, got {len(slices)} files: {_source(slices[0])}"
+            )
+        image = torch.as_tensor(xray_display(slices[0]))[None]
+        return np.asarray(self.resize(image), dtype=np.float32)

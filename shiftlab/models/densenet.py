@@ -1,0 +1,68 @@
+"""DenseNet-121 (torchvision) for grey images, with one logit per image.
+
+Grayscale is handled explicitly: the first convolution takes ``in_channels`` channels (default 1).
+With ImageNet weights (``pretrained``, an opt-in download) that convolution is adapted from the RGB
+one by ``adapt_first_conv``, so a grey image gives exactly what the RGB model gives on that image
+copied into all three channels; without them it is freshly initialised like every other
+convolution of torchvision's DenseNet. The 1000-class classifier becomes dropout + one logit.
+Global average pooling before the classifier makes any input from 32 pixels up work (64 or 224).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import DenseNet121_Weights, densenet121
+
+
+def adapt_first_conv(rgb: nn.Conv2d, in_channels: int = 1) -> nn.Conv2d:
+    """A copy of ``rgb`` taking ``in_channels`` channels that is equivalent on grey inputs.
+
+    Each new kernel is the sum of the RGB kernels divided by ``in_channels``, so the same grey
+    image in every input channel gives the RGB convolution's output on the grey image in R, G and
+    B. For one channel this is the plain sum of the RGB kernels.
+    """
+    grey = nn.Conv2d(
+        in_channels,
+        rgb.out_channels,
+        rgb.kernel_size,
+        stride=rgb.stride,
+        padding=rgb.padding,
+        bias=rgb.bias is not None,
+    )
+    with torch.no_grad():
+        summed = rgb.weight.sum(dim=1, keepdim=True)
+        grey.weight.copy_(summed.expand(-1, in_channels, -1, -1) / in_channels)
+        if rgb.bias is not None:
+            grey.bias.copy_(rgb.bias)
+    return grey
+
+
+class DenseNet121(nn.Module):
+    def __init__(
+        self, pretrained: bool = False, in_channels: int = 1, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        net = densenet121(weights=DenseNet121_Weights.IMAGENET1K_V1 if pretrained else None)
+        rgb = net.features.conv0
+        if pretrained:
+            net.features.conv0 = adapt_first_conv(rgb, in_channels)
+        else:
+            stem = nn.Conv2d(
+                in_channels,
+                rgb.out_channels,
+                rgb.kernel_size,
+                stride=rgb.stride,
+                padding=rgb.padding,
+                bias=False,
+            )
+            nn.init.kaiming_normal_(stem.weight)  # torchvision's initialisation of its convolutions
+            net.features.conv0 = stem
+        net.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(net.classifier.in_features, 1)
+        )
+        self.densenet = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: (batch, slices, height, width), slices = ``in_channels`` -> logits (batch,)."""
+        return self.densenet(x).squeeze(1)

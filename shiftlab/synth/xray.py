@@ -1,0 +1,332 @@
+"""Synthetic two-vendor frontal chest radiographs, written as real DICOM files.
+
+Each patient is one posteroanterior chest radiograph (Digital X-Ray Image Storage - For
+Presentation, Modality DX). Image formation follows a digital radiography chain: an attenuation
+map (soft tissue, air-filled lungs, mediastinum and heart, spine, ribs, clavicles, lung vessels,
+optionally a finding: a soft-tissue nodule with a calcified core), transmission ``exp(-mu)``,
+quantum noise, detector (scintillator) blur and the log; then the vendor's image processing:
+unsharp-mask edge enhancement, gamma and a sigmoid tone curve. Positive images hold the finding.
+
+The two vendors differ as two rooms running "the same" chest protocol do:
+
+- the finding renders differently. Without this, a shift only makes one vendor *harder*, not
+  *different* (SYNTHETIC.md): a model trained on the harder vendor then scores higher on the
+  easier one. Here the tube voltage sets how dense bone and the calcified core look against soft
+  tissue, and the edge enhancement sets which scale of the finding stands out (its sharp rim on
+  GE, its broad opacity on Philips);
+- detector blur, quantum noise, gamma and tone curve, matrix size;
+- the encoding, which correct preprocessing undoes exactly: GE writes MONOCHROME1 (high stored
+  value = dark) in 14 bits and leaves its tone curve to a VOI LUT Sequence that the reader
+  applies; Philips writes MONOCHROME2 in 12 bits with the tone curve already applied and a
+  linear window over the full stored range.
+
+Every continuous vendor parameter moves with one severity knob (``shiftlab.synth.severity``):
+severity 0 gives identical rendering; the encodings stay per vendor, so the null check also
+proves the preprocessing right. The magnitudes are set by design, not produced by physics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.uid import (
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
+from scipy.ndimage import gaussian_filter
+from tqdm import tqdm
+
+from shiftlab.synth.common import seeded_rng, write_labels_csv
+from shiftlab.synth.dicom_writer import write_dicom_atomic
+from shiftlab.synth.severity import interpolate_vendor
+
+
+@dataclass(frozen=True)
+class XrayVendor:
+    """What a detector writes in its headers, and how it renders the chest at full shift."""
+
+    manufacturer: str
+    model_name: str
+    matrix: int  # detector matrix; preprocessing resizes it
+    bits_stored: int
+    photometric: str  # MONOCHROME1: high stored value = dark; MONOCHROME2: high = bright
+    voi: str  # "lut": tone curve left to a VOI LUT Sequence; "window": applied, linear window
+    acquisition: dict[str, float]
+
+
+VENDORS: dict[str, XrayVendor] = {
+    "ge": XrayVendor(
+        manufacturer="GE Healthcare",
+        model_name="Definium 8000",
+        matrix=160,
+        bits_stored=14,
+        photometric="MONOCHROME1",
+        voi="lut",
+        acquisition={
+            "bone": 1.0,  # bone and calcium against soft tissue: a lower tube voltage
+            "blur": 0.5,
+            "noise": 0.010,
+            "edge": 2.0,
+            "edge_scale": 0.8,  # fine-scale enhancement: sharp rims
+            "gamma": 0.8,
+            "lut_center": 0.45,
+            "lut_width": 0.12,
+        },
+    ),
+    "philips": XrayVendor(
+        manufacturer="Philips Medical Systems",
+        model_name="DigitalDiagnost",
+        matrix=128,
+        bits_stored=12,
+        photometric="MONOCHROME2",
+        voi="window",
+        acquisition={
+            "bone": 0.4,  # high-kV chest technique: bone and calcium fade
+            "blur": 1.1,
+            "noise": 0.016,
+            "edge": 0.8,
+            "edge_scale": 4.0,  # broad contrast equalisation: whole opacities
+            "gamma": 1.25,
+            "lut_center": 0.55,
+            "lut_width": 0.2,
+        },
+    ),
+}
+
+FIELD_OF_VIEW_MM = 430.0  # a 17-inch detector
+FINDING_PREVALENCE = 0.5
+LUT_BITS = 16  # VOI LUT output depth
+# Log-signal range mapped to [0, 1] before processing (exposure recognition with fixed limits):
+# lungs land near 0.2-0.4, the mediastinum near 0.8.
+LOG_RANGE = (0.3, 3.0)
+
+
+def _sigmoid(t: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-t))
+
+
+def _band(distance: np.ndarray, half_width: float) -> np.ndarray:
+    """Projected thickness of a cylinder (peak 1) at ``distance`` from its axis."""
+    return np.sqrt(np.clip(1 - (distance / half_width) ** 2, 0, None))
+
+
+def attenuation_map(
+    rng: np.random.Generator,
+    bone: float,
+    matrix: int,
+    finding: bool,
+    lesion_contrast: float,
+) -> np.ndarray:
+    """Line integral of attenuation (matrix, matrix); row 0 is the apex, column 0 patient right."""
+    n = matrix
+    y, x = np.mgrid[-1 : 1 : n * 1j, -1 : 1 : n * 1j]
+    px = n / 64  # texture scales with the field of view, not the matrix
+    width = rng.uniform(0.82, 0.95)
+    mu = 2.0 * _band(x, width) * (1 + 0.08 * rng.standard_normal())
+    # Air-filled lungs: two ellipsoids; the heart overlaps the (image-right) left lung.
+    lung_x, lung_y = rng.uniform(0.38, 0.46), rng.uniform(-0.12, 0.0)
+    lung_w, lung_h = rng.uniform(0.26, 0.32), rng.uniform(0.58, 0.7)
+    lungs = np.zeros_like(x)
+    for side in (-1, 1):
+        r2 = ((x - side * lung_x) / lung_w) ** 2 + ((y - lung_y) / lung_h) ** 2
+        lungs += np.sqrt(np.clip(1 - r2, 0, None))
+    heart_x, heart_y, heart_r = rng.uniform(0.08, 0.16), rng.uniform(0.3, 0.4), rng.uniform(0.26, 0.34)
+    heart = _band(np.hypot((x - heart_x) / 1.25, y - heart_y), heart_r)
+    mu += -1.3 * lungs * (1 - 0.6 * heart) + 0.5 * heart
+    # Vessels: lung texture and round end-on vessels in every patient, so "a round density" alone
+    # is not the finding cue.
+    texture = gaussian_filter(rng.standard_normal((n, n)), 1.5 * px)
+    mu += 0.12 * lungs * texture / texture.std()
+    for _ in range(rng.integers(3, 7)):
+        side = rng.choice((-1, 1))
+        vx, vy = side * rng.uniform(0.2, 0.6), rng.uniform(-0.4, 0.4)
+        mu += 0.12 * _band(np.hypot(x - vx, y - vy), rng.uniform(0.025, 0.045))
+    # Bone: spine, posterior ribs, clavicles.
+    skeleton = 0.9 * _band(x, 0.09)
+    gap, phase, curve = rng.uniform(0.16, 0.2), rng.uniform(0, 0.18), rng.uniform(0.35, 0.5)
+    lateral = np.abs(x)
+    for k in range(10):
+        centre = -0.85 + phase + k * gap - 0.1 * lateral + curve * lateral**2
+        skeleton += 0.3 * _band(y - centre, 0.035) * (lateral > 0.06) * (lateral < width)
+    for side in (-1, 1):
+        centre = -0.68 - 0.12 * (side * x - 0.1)
+        skeleton += 0.35 * _band(y - centre, 0.04) * (side * x > 0.05) * (side * x < 0.65)
+    mu += bone * skeleton
+    if finding:
+        side = rng.choice((-1, 1))
+        angle, frac = rng.uniform(0, 2 * np.pi), np.sqrt(rng.uniform(0, 0.55))
+        fx = side * lung_x + frac * lung_w * np.cos(angle)
+        fy = lung_y + frac * lung_h * np.sin(angle)
+        r = rng.uniform(0.06, 0.1)
+        d = np.hypot(x - fx, y - fy)
+        nodule = _band(d, r) + 2.0 * bone * _band(d, 0.45 * r)  # soft tissue + calcified core
+        mu += 0.05 * lesion_contrast * nodule
+    return mu
+
+
+def render_radiograph(
+    rng: np.random.Generator,
+    acquisition: dict[str, float],
+    matrix: int,
+    finding: bool,
+    lesion_contrast: float,
+) -> np.ndarray:
+    """Processed image in [0, 1] before the tone curve, bright = dense (MONOCHROME2 sense)."""
+    n = matrix
+    px = n / 64
+    mu = attenuation_map(rng, acquisition["bone"], n, finding, lesion_contrast)
+    transmitted = np.exp(-mu)
+    # Quantum noise per pixel grows as pixels shrink (fewer photons each) and where less passes.
+    noise = acquisition["noise"] * px * np.sqrt(transmitted) * rng.standard_normal((n, n))
+    detected = gaussian_filter(transmitted + noise, acquisition["blur"] * px)
+    log_signal = -np.log(np.clip(detected, 1e-4, None))
+    low, high = LOG_RANGE
+    image = (log_signal - low) / (high - low)
+    smooth = gaussian_filter(image, acquisition["edge_scale"] * px)
+    image = image + acquisition["edge"] * (image - smooth)
+    return np.clip(image, 0, 1) ** acquisition["gamma"]
+
+
+def tone_curve(values: np.ndarray, acquisition: dict[str, float]) -> np.ndarray:
+    """The vendor's sigmoid LUT, scaled so that [0, 1] maps onto [0, 1]."""
+    centre, width = acquisition["lut_center"], acquisition["lut_width"]
+    ends = _sigmoid((np.array([0.0, 1.0]) - centre) / width)
+    return (_sigmoid((values - centre) / width) - ends[0]) / (ends[1] - ends[0])
+
+
+def encode(
+    image: np.ndarray, vendor: XrayVendor, acquisition: dict[str, float]
+) -> tuple[np.ndarray, Dataset]:
+    """Stored pixel values and the VOI attributes that bring them back to the rendered image.
+
+    A correct reader gets ``tone_curve(image)`` back, bright = dense: VOI (LUT or window) scaled
+    to [0, 1] by its output range, then inverted for MONOCHROME1.
+    """
+    top = 2**vendor.bits_stored - 1
+    monochrome1 = vendor.photometric == "MONOCHROME1"
+    voi = Dataset()
+    if vendor.voi == "lut":
+        stored = np.round(image * top)
+        levels = np.arange(top + 1) / top
+        if monochrome1:
+            levels = levels[::-1]
+        shown = tone_curve(levels, acquisition)
+        lut = np.round((1 - shown if monochrome1 else shown) * (2**LUT_BITS - 1))
+        item = Dataset()
+        item.LUTDescriptor = [top + 1, 0, LUT_BITS]
+        item.LUTExplanation = "SIGMOID"
+        item.add_new("LUTData", "OW", lut.astype("<u2").tobytes())
+        voi.VOILUTSequence = [item]
+    elif vendor.voi == "window":
+        stored = np.round(tone_curve(image, acquisition) * top)
+        # Linear window over the whole stored range: maps 0 -> 0 and top -> 1 exactly.
+        voi.WindowCenter = 2 ** (vendor.bits_stored - 1)
+        voi.WindowWidth = 2**vendor.bits_stored
+        voi.VOILUTFunction = "LINEAR"
+    else:
+        raise ValueError(f"unknown VOI encoding {vendor.voi!r}")
+    if monochrome1:
+        stored = top - stored
+    return stored.astype(np.uint16), voi
+
+
+def _dataset(
+    vendor: XrayVendor,
+    patient_id: str,
+    study_uid: str,
+    series_uid: str,
+    pixels: np.ndarray,
+    voi: Dataset,
+) -> FileDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[series_uid, "image"])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.Modality = "DX"
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.Manufacturer = vendor.manufacturer
+    ds.ManufacturerModelName = vendor.model_name
+    ds.PatientID = patient_id
+    ds.PatientName = "Synthetic^Patient"
+    ds.StudyDescription = "CHEST PA"
+    ds.SeriesDescription = "PA"
+    ds.BodyPartExamined = "CHEST"
+    ds.ViewPosition = "PA"
+    ds.PatientOrientation = ["L", "F"]
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    spacing = FIELD_OF_VIEW_MM / pixels.shape[0]
+    ds.ImagerPixelSpacing = [spacing, spacing]
+    ds.PixelSpacing = [spacing, spacing]
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = vendor.photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = vendor.bits_stored
+    ds.HighBit = vendor.bits_stored - 1
+    ds.PixelRepresentation = 0
+    # DX images carry an identity rescale; the log relation says which way intensity runs.
+    ds.RescaleIntercept = 0
+    ds.RescaleSlope = 1
+    ds.RescaleType = "US"
+    ds.PixelIntensityRelationship = "LOG"
+    ds.PixelIntensityRelationshipSign = 1 if vendor.photometric == "MONOCHROME1" else -1
+    ds.update(voi)
+    ds.PixelData = pixels.tobytes()
+    return ds
+
+
+def generate(
+    out_dir: str | Path,
+    patients_per_vendor: int = 600,
+    severity: float = 1.0,
+    seed: int = 0,
+    lesion_contrast: float = 4.0,
+    vendors: tuple[str, ...] = ("ge", "philips"),
+) -> Path:
+    """Write ``out_dir/dicom/<PatientID>/<study>/<series>/1-1.dcm`` and ``out_dir/labels.csv``.
+
+    Deterministic from ``seed``: the same arguments give the same pixels and UIDs. Patients are
+    written in the TCIA folder layout; ``labels.csv`` has one row per series (series_uid,
+    finding).
+    """
+    if patients_per_vendor < 1:
+        raise ValueError(f"patients_per_vendor must be >= 1, got {patients_per_vendor}")
+    unknown = set(vendors) - set(VENDORS)
+    if unknown:
+        raise ValueError(f"unknown vendors {sorted(unknown)}; choose from {sorted(VENDORS)}")
+    out = Path(out_dir)
+    rows = []
+    total = patients_per_vendor * len(vendors)
+    with tqdm(total=total, desc="synthetic X-ray", unit="patient", leave=False) as progress:
+        for vendor_name in vendors:
+            vendor = VENDORS[vendor_name]
+            other = VENDORS[next(v for v in VENDORS if v != vendor_name)]
+            acquisition = interpolate_vendor(vendor.acquisition, other.acquisition, severity)
+            for i in range(patients_per_vendor):
+                rng = seeded_rng(seed, vendor_name, i)
+                finding = bool(rng.random() < FINDING_PREVALENCE)
+                image = render_radiograph(rng, acquisition, vendor.matrix, finding, lesion_contrast)
+                stored, voi = encode(image, vendor, acquisition)
+                patient_id = f"SYN_{vendor_name.upper()}_{i:04d}"
+                # Other settings are other acquisitions: UIDs differ, as they would on a scanner.
+                settings = [str(seed), str(severity), str(lesion_contrast), patient_id]
+                study_uid = generate_uid(entropy_srcs=[*settings, "study"])
+                series_uid = generate_uid(entropy_srcs=[*settings, "series"])
+                ds = _dataset(vendor, patient_id, study_uid, series_uid, stored, voi)
+                folder = out / "dicom" / patient_id / "01-01-2000-CHEST PA" / "1.000-PA"
+                write_dicom_atomic(ds, folder / "1-1.dcm")
+                rows.append({"series_uid": series_uid, "finding": int(finding)})
+                progress.update()
+    write_labels_csv(out, rows, ["series_uid", "finding"])
+    return out
