@@ -111,7 +111,12 @@ def synthetic_set(
 
     def get(patients_per_vendor: int) -> SyntheticSet:
         if patients_per_vendor not in made:
-            overrides = (f"dataset.synthetic.patients_per_vendor={patients_per_vendor}",)
+            overrides = (
+                f"dataset.synthetic.patients_per_vendor={patients_per_vendor}",
+                # The full shift, not the calibrated default: tests of "a shift is measured"
+                # need a margin far above seed-to-seed noise.
+                "dataset.synthetic.severity=1.0",
+            )
             cfg = compose_train(data_dir, output_dir, *overrides)
             with contextlib.redirect_stdout(io.StringIO()):
                 ensure_manifest(cfg)

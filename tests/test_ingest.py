@@ -103,6 +103,8 @@ def compose_cfg(data_dir: Path, dataset_root: Path, *overrides: str) -> DictConf
                 "dataset=synthetic_mri",
                 f"paths.data_dir='{data_dir}'",
                 f"dataset.root='{dataset_root}'",
+                # The fractions the rounding expectations below are worked out for.
+                "dataset.split_fractions={train:0.5,val:0.15,test:0.35}",
                 *overrides,
             ],
         )
@@ -410,3 +412,43 @@ def test_pseudonym_is_keyed_hmac(tmp_path: Path) -> None:
     assert pseudonym(key, "PAT001", "p-") == value
     assert pseudonym(os.urandom(32), "PAT001", "p-") != value
     assert set(value[2:]) <= set("0123456789abcdef")
+
+
+def test_several_samples_per_series_carry_their_own_label_and_columns(tmp_path: Path) -> None:
+    """A nodule-level label file: two nodules in one scan are two samples of one patient."""
+    root = tmp_path / "dataset"
+    rows = ["series_uid,nodule,malignant,center_z_mm"]
+    for vendor, manufacturer in (("ge", "GE MEDICAL SYSTEMS"), ("siemens", "SIEMENS")):
+        for i in range(12):
+            written = write_series(
+                root / "dicom" / f"{vendor}{i}",
+                patient_id=f"{vendor}-{i}",
+                manufacturer=manufacturer,
+            )
+            rows.append(f"{written.series_uid},n1,{i % 2},{10.0 + i}")
+            rows.append(f"{written.series_uid},n2,{(i + 1) % 2},{-5.5}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    cfg = compose_cfg(
+        tmp_path / "data",
+        root,
+        "dataset.labels.label_column=malignant",
+        "+dataset.labels.sample_column=nodule",
+        "+dataset.labels.extra_columns=[center_z_mm]",
+        "+dataset.sample_unit=nodule",
+    )
+    ingest(cfg)
+    df, meta = load_manifest(cfg.dataset.manifest_dir)
+    assert list(df.columns) == [*COLUMNS, "center_z_mm"]
+    assert len(df) == 48 and df["sample_id"].is_unique
+    assert df.groupby("series_id").size().eq(2).all()
+    assert df.groupby("series_id")["label"].sum().eq(1).all()  # one malignant nodule per scan
+    assert sorted(df["center_z_mm"].unique())[:2] == [-5.5, 10.0]
+    assert meta["sample_unit"] == "nodule"
+    assert patient_splits(df).map(len).eq(1).all()  # both nodules of a patient in one split
+
+
+def test_label_file_repeating_a_sample_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text("uid,nodule,malignant\n1.2.3,a,1\n1.2.3,b,0\n1.2.3,a,0\n")
+    with pytest.raises(ShiftlabError, match=r"'1.2.3' nodule 'a' appears twice \(lines 2 and 4\)"):
+        read_label_table(path, "uid", "SeriesInstanceUID", "malignant", sample_column="nodule")
