@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from shiftlab.errors import exit_on_user_error
-from shiftlab.settings import register_resolvers
+from shiftlab.settings import register_resolvers, settings_hash
 from shiftlab.train import _quiet_library_noise, train
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -56,12 +56,11 @@ def _compose(overrides: list[str]) -> DictConfig:
         return compose(config_name="train", overrides=overrides)
 
 
-def _run(overrides: list[str], run_dir: Path) -> dict:
+def _run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train one run unless its record is complete; return its metrics.json."""
-    metrics = run_dir / "metrics.json"
     if not (run_dir / "done").exists():
-        train(_compose(overrides), run_dir)
-    return json.loads(metrics.read_text())
+        train(cfg, run_dir)
+    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def calibrate(
@@ -88,14 +87,15 @@ def calibrate(
                         f"seed={seed}",
                         "trainer.enable_progress_bar=false",
                     ]
+                    cfg = _compose(overrides)
+                    # Named by the settings hash: a run with other settings is never reused.
                     run_dir = (
                         output_dir
                         / modality.dataset
-                        / f"severity{severity}"
                         / f"{source}-{target}"
-                        / f"seed{seed}"
+                        / f"severity{severity}-seed{seed}-{settings_hash(cfg)}"
                     )
-                    result = _run(overrides, run_dir)
+                    result = _run(cfg, run_dir)
                     m = result["metrics"]
                     rows.append(
                         {
