@@ -154,7 +154,8 @@ def test_severity_zero_renders_one_patient_alike_on_both_vendors(
     The same random patient goes to both vendors (the generator normally draws each vendor its
     own patients). The matrices differ, so the comparison is by image statistics.
     """
-    monkeypatch.setattr(xray, "seeded_rng", lambda seed, _vendor, i: common.seeded_rng(seed, i))
+    vendor_specific = common.seeded_rng
+    monkeypatch.setattr(common, "seeded_rng", lambda seed, _vendor, i: vendor_specific(seed, i))
     for severity, low, high in ((0.0, 0.0, 0.02), (1.0, 0.1, 1.0)):
         root = generate(tmp_path / str(severity), patients_per_vendor=3, severity=severity)
         for i in range(3):

@@ -26,12 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import FileDataset
+from pydicom.uid import CTImageStorage
 from scipy.ndimage import gaussian_filter
-from tqdm import tqdm
 
-from shiftlab.synth.common import seeded_rng, write_labels_csv
+from shiftlab.synth.common import (
+    SyntheticPatient,
+    image_dataset,
+    set_instance,
+    synthetic_patients,
+    write_labels_csv,
+)
 from shiftlab.synth.dicom_writer import write_dicom_atomic
 from shiftlab.synth.severity import interpolate_vendor
 
@@ -357,34 +362,16 @@ def render_series(
 
 
 def _slice_datasets(
-    vendor: CTVendor,
-    patient_id: str,
-    study_uid: str,
-    series_uid: str,
-    series: CTSeries,
-    stored: np.ndarray,
+    vendor: CTVendor, patient: SyntheticPatient, series: CTSeries, stored: np.ndarray
 ) -> Iterator[FileDataset]:
     """The series' slices, in increasing z.
 
     One dataset is updated and yielded per slice: building the shared header once per series
     instead of once per file saves about a third of the time spent writing.
     """
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = CTImageStorage
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[study_uid, "frame"])
-    ds.Modality = "CT"
-    ds.Manufacturer = vendor.manufacturer
-    ds.ManufacturerModelName = vendor.model_name
+    ds = image_dataset(CTImageStorage, "CT", patient, vendor.manufacturer, vendor.model_name)
     ds.ConvolutionKernel = vendor.kernel_name
     ds.KVP = vendor.kvp
-    ds.PatientID = patient_id
-    ds.PatientName = "Synthetic^Patient"
-    ds.StudyDate = "20000101"
     ds.StudyDescription = "CT CHEST"
     ds.SeriesDescription = "chest ax lung"
     ds.SeriesNumber = 2
@@ -408,9 +395,7 @@ def _slice_datasets(
     ds.HighBit = vendor.bits_stored - 1
     ds.PixelRepresentation = vendor.pixel_representation
     for k, pixels in enumerate(stored):
-        meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[series_uid, str(k)])
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.InstanceNumber = k + 1
+        set_instance(ds, patient.series_uid, k)
         z = round(series.origin[2] + k * series.slice_thickness, 3)
         ds.ImagePositionPatient = [series.origin[0], series.origin[1], z]
         ds.SliceLocation = z
@@ -460,43 +445,32 @@ def generate(
     coordinates (mm, the frame of ImagePositionPatient), which a patch crop must use because the
     nodule is not at the centre of the series.
     """
-    if patients_per_vendor < 1:
-        raise ValueError(f"patients_per_vendor must be >= 1, got {patients_per_vendor}")
-    unknown = set(vendors) - set(VENDORS)
-    if unknown:
-        raise ValueError(f"unknown vendors {sorted(unknown)}; choose from {sorted(VENDORS)}")
     out = Path(out_dir)
+    acquisitions = {name: vendor_acquisition(name, severity) for name in VENDORS}
     rows = []
-    total = patients_per_vendor * len(vendors)
-    with tqdm(total=total, desc="synthetic CT", unit="patient", leave=False) as progress:
-        for vendor_name in vendors:
-            vendor = VENDORS[vendor_name]
-            acquisition = vendor_acquisition(vendor_name, severity)
-            for i in range(patients_per_vendor):
-                rng = seeded_rng(seed, vendor_name, i)
-                malignant = bool(rng.random() < MALIGNANT_PREVALENCE)
-                series = render_series(rng, acquisition, malignant, lesion_contrast)
-                stored = stored_values(series.hu, vendor)
-                patient_id = f"SYN_{vendor_name.upper()}_{i:04d}"
-                # Other settings are other acquisitions: UIDs differ, as they would on a scanner.
-                settings = [str(seed), str(severity), str(lesion_contrast), patient_id]
-                study_uid = generate_uid(entropy_srcs=[*settings, "study"])
-                series_uid = generate_uid(entropy_srcs=[*settings, "series"])
-                folder = out / "dicom" / patient_id / "01-01-2000-CT CHEST" / "2.000-chest ax lung"
-                slices = _slice_datasets(vendor, patient_id, study_uid, series_uid, series, stored)
-                for ds in slices:
-                    write_dicom_atomic(ds, folder / f"1-{ds.InstanceNumber:02d}.dcm")
-                centre = series.nodule_centre
-                rows.append(
-                    {
-                        "series_uid": series_uid,
-                        "nodule_id": "1",
-                        "malignant": int(malignant),
-                        "center_x_mm": centre[0],
-                        "center_y_mm": centre[1],
-                        "center_z_mm": centre[2],
-                    }
-                )
-                progress.update()
+    patients = synthetic_patients(
+        VENDORS, vendors, patients_per_vendor, seed, severity, lesion_contrast, "synthetic CT"
+    )
+    for patient in patients:
+        vendor = VENDORS[patient.vendor]
+        malignant = bool(patient.rng.random() < MALIGNANT_PREVALENCE)
+        series = render_series(
+            patient.rng, acquisitions[patient.vendor], malignant, lesion_contrast
+        )
+        stored = stored_values(series.hu, vendor)
+        folder = out / "dicom" / patient.patient_id / "01-01-2000-CT CHEST" / "2.000-chest ax lung"
+        for ds in _slice_datasets(vendor, patient, series, stored):
+            write_dicom_atomic(ds, folder / f"1-{ds.InstanceNumber:02d}.dcm")
+        x, y, z = series.nodule_centre
+        rows.append(
+            {
+                "series_uid": patient.series_uid,
+                "nodule_id": "1",
+                "malignant": int(malignant),
+                "center_x_mm": x,
+                "center_y_mm": y,
+                "center_z_mm": z,
+            }
+        )
     write_labels_csv(out, rows, LABEL_COLUMNS)
     return out

@@ -21,12 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.dataset import FileDataset
+from pydicom.uid import MRImageStorage
 from scipy.ndimage import gaussian_filter
-from tqdm import tqdm
 
-from shiftlab.synth.common import seeded_rng, write_labels_csv
+from shiftlab.synth.common import (
+    SyntheticPatient,
+    image_dataset,
+    set_instance,
+    synthetic_patients,
+    write_labels_csv,
+)
 from shiftlab.synth.dicom_writer import write_dicom_atomic
 from shiftlab.synth.severity import interpolate_vendor
 
@@ -141,33 +146,14 @@ def render_series(
 
 
 def _dataset(
-    vendor: MRIVendor,
-    patient_id: str,
-    study_uid: str,
-    series_uid: str,
-    pixels: np.ndarray,
-    slice_index: int,
+    vendor: MRIVendor, patient: SyntheticPatient, pixels: np.ndarray, slice_index: int
 ) -> FileDataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[series_uid, str(slice_index)])
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = MRImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[study_uid, "frame"])
-    ds.Modality = "MR"
-    ds.Manufacturer = vendor.manufacturer
-    ds.ManufacturerModelName = vendor.model_name
+    ds = image_dataset(MRImageStorage, "MR", patient, vendor.manufacturer, vendor.model_name)
+    set_instance(ds, patient.series_uid, slice_index)
     ds.MagneticFieldStrength = vendor.field_strength
-    ds.PatientID = patient_id
-    ds.PatientName = "Synthetic^Patient"
     ds.StudyDescription = "MRI BREAST BILATERAL"
     ds.SeriesDescription = "ax t1 dyn post"
     ds.SeriesNumber = 3
-    ds.InstanceNumber = slice_index + 1
     spacing = FIELD_OF_VIEW_MM / pixels.shape[0]
     ds.PixelSpacing = [spacing, spacing]
     ds.SliceThickness = SLICE_THICKNESS_MM
@@ -199,34 +185,32 @@ def generate(
     Deterministic from ``seed``: the same arguments give the same pixels and UIDs. Patients are
     written in the TCIA folder layout; ``labels.csv`` has one row per series (series_uid, lesion).
     """
-    if patients_per_vendor < 1:
-        raise ValueError(f"patients_per_vendor must be >= 1, got {patients_per_vendor}")
-    unknown = set(vendors) - set(VENDORS)
-    if unknown:
-        raise ValueError(f"unknown vendors {sorted(unknown)}; choose from {sorted(VENDORS)}")
     out = Path(out_dir)
+    acquisitions = {
+        name: interpolate_vendor(
+            VENDORS[name].acquisition,
+            VENDORS[next(v for v in VENDORS if v != name)].acquisition,
+            severity,
+        )
+        for name in VENDORS
+    }
     rows = []
-    total = patients_per_vendor * len(vendors)
-    with tqdm(total=total, desc="synthetic MRI", unit="patient", leave=False) as progress:
-        for vendor_name in vendors:
-            vendor = VENDORS[vendor_name]
-            other = VENDORS[next(v for v in VENDORS if v != vendor_name)]
-            acquisition = interpolate_vendor(vendor.acquisition, other.acquisition, severity)
-            for i in range(patients_per_vendor):
-                rng = seeded_rng(seed, vendor_name, i)
-                lesion = bool(rng.random() < LESION_PREVALENCE)
-                images = render_series(rng, acquisition, vendor.matrix, lesion, lesion_contrast)
-                stored = np.clip(np.round(images * vendor.stored_max), 0, 65535)
-                patient_id = f"SYN_{vendor_name.upper()}_{i:04d}"
-                # Other settings are other acquisitions: UIDs differ, as they would on a scanner.
-                settings = [str(seed), str(severity), str(lesion_contrast), patient_id]
-                study_uid = generate_uid(entropy_srcs=[*settings, "study"])
-                series_uid = generate_uid(entropy_srcs=[*settings, "series"])
-                folder = out / "dicom" / patient_id / "01-01-2000-MRI BREAST" / "3.000-ax t1 dyn"
-                for k in range(SLICES):
-                    ds = _dataset(vendor, patient_id, study_uid, series_uid, stored[k], k)
-                    write_dicom_atomic(ds, folder / f"1-{k + 1:02d}.dcm")
-                rows.append({"series_uid": series_uid, "lesion": int(lesion)})
-                progress.update()
+    patients = synthetic_patients(
+        VENDORS, vendors, patients_per_vendor, seed, severity, lesion_contrast, "synthetic MRI"
+    )
+    for patient in patients:
+        vendor = VENDORS[patient.vendor]
+        rng = patient.rng
+        lesion = bool(rng.random() < LESION_PREVALENCE)
+        images = render_series(
+            rng, acquisitions[patient.vendor], vendor.matrix, lesion, lesion_contrast
+        )
+        stored = np.clip(np.round(images * vendor.stored_max), 0, 65535)
+        folder = out / "dicom" / patient.patient_id / "01-01-2000-MRI BREAST" / "3.000-ax t1 dyn"
+        for k in range(SLICES):
+            write_dicom_atomic(
+                _dataset(vendor, patient, stored[k], k), folder / f"1-{k + 1:02d}.dcm"
+            )
+        rows.append({"series_uid": patient.series_uid, "lesion": int(lesion)})
     write_labels_csv(out, rows, ["series_uid", "lesion"])
     return out
