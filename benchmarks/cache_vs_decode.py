@@ -11,6 +11,8 @@ would. Both are timed side by side in one process; the ratio is what matters (ta
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import tempfile
 import time
 from pathlib import Path
@@ -79,7 +81,8 @@ def main() -> None:
                         f"paths.output_dir={tmp}/outputs",
                     ],
                 )
-            ensure_manifest(cfg)
+            with contextlib.redirect_stdout(io.StringIO()):  # keep the table readable
+                ensure_manifest(cfg)
             datamodule: ShiftDataModule = instantiate(cfg.data)
             datamodule.setup("fit")  # builds the cache once, as the first run of a grid does
             cached = datamodule.train_dataloader()

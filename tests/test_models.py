@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import hydra
 import pytest
 import torch
-from conftest import CONF_DIR
+from conftest import CONF_DIR, compose_train
 from omegaconf import OmegaConf
 from torch import nn
 from torchvision.models import densenet121
 
 from shiftlab.models.densenet import DenseNet121, adapt_first_conv
 from shiftlab.models.nodulex import NoduleX
+from shiftlab.models.smallcnn import SmallCNN
 
 CASES = {
     "nodulex": (lambda: NoduleX(), (4, 5, 47, 47)),
     "nodulex3d-slab": (lambda: NoduleX(dims=3), (2, 5, 47, 47)),
     "nodulex3d-cube": (lambda: NoduleX(dims=3), (2, 32, 32, 32)),
     "densenet121": (lambda: DenseNet121(), (2, 1, 64, 64)),
+    "smallcnn-ct-patch": (lambda: SmallCNN(in_channels=5), (4, 5, 47, 47)),
 }
 
 
@@ -75,3 +78,12 @@ def test_model_config_instantiates(name: str, cls: type, dims: int | None) -> No
     assert type(net) is cls
     if dims is not None:
         assert net.dims == dims
+
+
+@pytest.mark.parametrize(("dataset", "channels"), [("synthetic_mri", 3), ("synthetic_ct", 5)])
+def test_smallcnn_takes_the_channels_of_the_dataset(
+    dataset: str, channels: int, tmp_path: Path
+) -> None:
+    cfg = compose_train(tmp_path, tmp_path, f"dataset={dataset}", "model=smallcnn")
+    net = hydra.utils.instantiate(cfg.model.net)
+    assert net.features[0].in_channels == channels
