@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     pd.set_option("display.width", 200)
     print()
     print("Synthetic shift vs the study (magnitudes are set by design, not produced by physics)")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))
     if table["study_delta"].notna().sum() > 1:
         print(f"order MRI < X-ray < CT in mean ΔAUC: {'yes' if ordering_holds(table) else 'no'}")
     print(f"tables: {output_dir / 'summary.csv'}, {output_dir / 'runs.csv'}")
