@@ -41,8 +41,14 @@ def test_train_composes_for_every_dataset(dataset: str, tmp_path: Path) -> None:
     assert resolved["callbacks"]["checkpoint"]["monitor"] == f"val/{source}/auroc"
     assert resolved["data"]["dataset_name"] == dataset
     assert resolved["data"]["preprocess"] == resolved["dataset"]["preprocess"]
-    stride = resolved["dataset"].get("mrnet_first_conv_stride", 4)
-    assert resolved["model"]["net"]["first_conv_stride"] == stride
+    # The dataset's own network unless model= says otherwise.
+    network = {"synthetic_ct": "nodulex", "synthetic_xray": "densenet121"}.get(dataset, "mrnet2d")
+    assert resolved["model"]["name"] == network
+    if network == "mrnet2d":
+        stride = resolved["dataset"].get("mrnet_first_conv_stride", 4)
+        assert resolved["model"]["net"]["first_conv_stride"] == stride
+    override = compose_train(data_dir, out_dir, f"dataset={dataset}", "model=smallcnn")
+    assert override.model.name == "smallcnn"
     # Everything the dataset owns lives under the data folder that was asked for.
     for key in ("root", "dicom_root", "manifest_dir"):
         assert Path(resolved["dataset"][key]).is_relative_to(data_dir), key
