@@ -70,3 +70,18 @@ def test_each_modality_trains_with_its_network_and_writes_a_record(
     monkeypatch.setattr(cache, "read_slices", no_decoding)
     again = _run(data_dir, tmp_path / "second", dataset, "seed=1")
     assert again["manifest_sha256"] == result["manifest_sha256"]
+
+
+def test_nodulex3d_trains_on_a_cubic_patch(data_dir: Path, tmp_path: Path) -> None:
+    """The 3D variant, selected by config, on a cube resampled to isotropic 1.5 mm voxels."""
+    result = _run(
+        data_dir,
+        tmp_path / "run",
+        "synthetic_ct",
+        "model=nodulex3d",
+        "dataset.preprocess.patch=[16,16,16]",
+        "dataset.preprocess.spacing_mm=[1.5,1.5,1.5]",
+    )
+    assert result["model"] == "nodulex3d"
+    shapes = [np.load(p, mmap_mode="r").shape[1:] for p in (data_dir / "cache").glob("*.npy")]
+    assert (16, 16, 16) in shapes
