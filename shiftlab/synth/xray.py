@@ -14,7 +14,7 @@ The two vendors differ as two rooms running "the same" chest protocol do:
   easier one. Here the tube voltage sets how dense bone and the calcified core look against soft
   tissue, and the edge enhancement sets which scale of the finding stands out (its sharp rim on
   GE, its broad opacity on Philips);
-- detector blur, quantum noise, gamma and tone curve, matrix size;
+- detector matrix, blur and quantum noise, gamma and tone curve;
 - the encoding, which correct preprocessing undoes exactly: GE writes MONOCHROME1 (high stored
   value = dark) in 14 bits and leaves its tone curve to a VOI LUT Sequence that the reader
   applies; Philips writes MONOCHROME2 in 12 bits with the tone curve already applied and a
@@ -53,7 +53,6 @@ class XrayVendor:
 
     manufacturer: str
     model_name: str
-    matrix: int  # detector matrix; preprocessing resizes it
     bits_stored: int
     # MONOCHROME1: high stored value = dark; MONOCHROME2: high = bright.
     photometric: Literal["MONOCHROME1", "MONOCHROME2"]
@@ -67,11 +66,11 @@ VENDORS: dict[str, XrayVendor] = {
     "ge": XrayVendor(
         manufacturer="GE Healthcare",
         model_name="Definium 8000",
-        matrix=160,
         bits_stored=14,
         photometric="MONOCHROME1",
         voi="lut",
         acquisition={
+            "matrix": 160,  # detector pixels across: moves with severity like the rest
             "bone": 1.0,  # bone and calcium against soft tissue: a lower tube voltage
             "blur": 0.65,
             "noise": 0.012,
@@ -85,11 +84,11 @@ VENDORS: dict[str, XrayVendor] = {
     "philips": XrayVendor(
         manufacturer="Philips Medical Systems",
         model_name="DigitalDiagnost",
-        matrix=128,
         bits_stored=12,
         photometric="MONOCHROME2",
         voi="window",
         acquisition={
+            "matrix": 128,
             "bone": 0.5,  # high-kV chest technique: bone and calcium fade
             "blur": 0.85,
             "noise": 0.014,
@@ -315,7 +314,8 @@ def generate(
     for patient in patients:
         vendor, acquisition = VENDORS[patient.vendor], acquisitions[patient.vendor]
         finding = bool(patient.rng.random() < FINDING_PREVALENCE)
-        image = render_radiograph(patient.rng, acquisition, vendor.matrix, finding, lesion_contrast)
+        matrix = round(acquisition["matrix"])
+        image = render_radiograph(patient.rng, acquisition, matrix, finding, lesion_contrast)
         stored, voi = encode(image, vendor, acquisition)
         folder = out / "dicom" / patient.patient_id / "01-01-2000-CHEST PA" / "1.000-PA"
         write_dicom_atomic(_dataset(vendor, patient, stored, voi), folder / "1-1.dcm")
