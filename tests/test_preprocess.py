@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,9 @@ def test_preprocessor_rejects_unknown_intensity_method() -> None:
         MRIPreprocessor(slices=3, size=32, intensity="minmax")
 
 
-def test_cache_is_built_once_and_never_decodes_again(tmp_path: Path) -> None:
+def test_cache_is_built_once_and_never_decodes_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "dicom"
     paths = []
     for i in range(3):
@@ -63,18 +65,31 @@ def test_cache_is_built_once_and_never_decodes_again(tmp_path: Path) -> None:
     first = np.array(cache.load_or_build(manifest, "sha-a", root, settings, tmp_path / "cache"))
     assert first.shape == (3, 3, 8, 8)
 
-    shutil.rmtree(root)  # a second run that decoded DICOM again would fail now
+    def no_decoding(files: object) -> None:
+        raise AssertionError(f"decoded DICOM again: {files}")
+
+    monkeypatch.setattr(cache, "read_slices", no_decoding)
     again = cache.load_or_build(manifest, "sha-a", root, settings, tmp_path / "cache")
     assert isinstance(again, np.memmap)
     np.testing.assert_array_equal(again, first)
-    assert list((tmp_path / "cache").iterdir()) == [
-        tmp_path / "cache" / f"{cache.cache_key('sha-a', root, settings)}.npy"
-    ]
+    files = cache.files_fingerprint(manifest, root)
+    key = cache.cache_key("sha-a", root, settings, files)
+    assert list((tmp_path / "cache").iterdir()) == [tmp_path / "cache" / f"{key}.npy"]
 
-    # Another manifest or other preprocessing is another cache entry, never a stale reuse.
-    key = cache.cache_key("sha-a", root, settings)
-    assert cache.cache_key("sha-b", root, settings) != key
-    assert cache.cache_key("sha-a", root, {**settings, "size": 16}) != key
+    # Another manifest, other preprocessing or rewritten files: another entry, never stale.
+    assert cache.cache_key("sha-b", root, settings, files) != key
+    assert cache.cache_key("sha-a", root, {**settings, "size": 16}, files) != key
+    first_file = root / paths[0].split(PATH_SEPARATOR)[0]
+    os.utime(first_file, ns=(0, first_file.stat().st_mtime_ns + 1))
+    assert cache.files_fingerprint(manifest, root) != files
+
+
+def test_a_missing_file_is_named_before_any_decoding(tmp_path: Path) -> None:
+    written = write_series(tmp_path / "dicom" / "p0", patient_id="P0")
+    manifest = pd.DataFrame({"paths": [f"p0/{f.name}" for f in written.files[:1]]})
+    written.files[0].unlink()
+    with pytest.raises(ShiftlabError, match=r"1-01.dcm is listed in the manifest but missing"):
+        cache.files_fingerprint(manifest, tmp_path / "dicom")
 
 
 def test_same_manifest_over_another_dicom_tree_is_not_served_from_cache(tmp_path: Path) -> None:
