@@ -38,7 +38,7 @@ from shiftlab.synth.common import (
     write_labels_csv,
 )
 from shiftlab.synth.dicom_writer import write_dicom_atomic
-from shiftlab.synth.severity import interpolate_vendor
+from shiftlab.synth.severity import interpolate_vendors
 
 
 @dataclass(frozen=True)
@@ -412,9 +412,8 @@ def stored_values(hu: np.ndarray, vendor: CTVendor) -> np.ndarray:
 
 def vendor_acquisition(vendor_name: str, severity: float) -> dict[str, float]:
     """A vendor's acquisition at ``severity``; refuses settings no scanner could have."""
-    own = VENDORS[vendor_name].acquisition
-    other = VENDORS[next(v for v in VENDORS if v != vendor_name)].acquisition
-    acquisition = interpolate_vendor(own, other, severity)
+    table = {name: vendor.acquisition for name, vendor in VENDORS.items()}
+    acquisition = interpolate_vendors(table, severity)[vendor_name]
     for name, value in acquisition.items():
         too_small = value <= 0 if name == "slice_thickness" else value < 0
         if name != "hu_offset" and too_small:

@@ -20,3 +20,16 @@ def interpolate_vendor(
         name: (own[name] + other[name]) / 2 + severity * (own[name] - other[name]) / 2
         for name in own
     }
+
+
+def interpolate_vendors(
+    acquisitions: Mapping[str, Mapping[str, float]], severity: float
+) -> dict[str, dict[str, float]]:
+    """Every vendor of a two-vendor table at ``severity``, each moved towards the other."""
+    if len(acquisitions) != 2:
+        raise ValueError(f"a severity interpolates two vendors, got {sorted(acquisitions)}")
+    first, second = acquisitions
+    return {
+        first: interpolate_vendor(acquisitions[first], acquisitions[second], severity),
+        second: interpolate_vendor(acquisitions[second], acquisitions[first], severity),
+    }

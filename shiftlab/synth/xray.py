@@ -44,7 +44,7 @@ from shiftlab.synth.common import (
     write_labels_csv,
 )
 from shiftlab.synth.dicom_writer import write_dicom_atomic
-from shiftlab.synth.severity import interpolate_vendor
+from shiftlab.synth.severity import interpolate_vendors
 
 
 @dataclass(frozen=True)
@@ -299,14 +299,9 @@ def generate(
     -0.07, the study's X-ray mean being -0.067.
     """
     out = Path(out_dir)
-    acquisitions = {
-        name: interpolate_vendor(
-            VENDORS[name].acquisition,
-            VENDORS[next(v for v in VENDORS if v != name)].acquisition,
-            severity,
-        )
-        for name in VENDORS
-    }
+    acquisitions = interpolate_vendors(
+        {name: vendor.acquisition for name, vendor in VENDORS.items()}, severity
+    )
     rows = []
     patients = synthetic_patients(
         VENDORS, vendors, patients_per_vendor, seed, severity, lesion_contrast, "synthetic X-ray"
