@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from torch import nn
 from torchvision.models import densenet121
 
-from shiftlab.models.densenet import DenseNet121, adapt_first_conv
+from shiftlab.models.densenet import DenseNet121
+from shiftlab.models.first_conv import adapt_first_conv
 from shiftlab.models.nodulex import NoduleX
 from shiftlab.models.smallcnn import SmallCNN
 

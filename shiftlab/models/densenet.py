@@ -14,28 +14,7 @@ import torch
 from torch import nn
 from torchvision.models import DenseNet121_Weights, densenet121
 
-
-def adapt_first_conv(rgb: nn.Conv2d, in_channels: int = 1) -> nn.Conv2d:
-    """A copy of ``rgb`` taking ``in_channels`` channels that is equivalent on grey inputs.
-
-    Each new kernel is the sum of the RGB kernels divided by ``in_channels``, so the same grey
-    image in every input channel gives the RGB convolution's output on the grey image in R, G and
-    B. For one channel this is the plain sum of the RGB kernels.
-    """
-    grey = nn.Conv2d(
-        in_channels,
-        rgb.out_channels,
-        rgb.kernel_size,
-        stride=rgb.stride,
-        padding=rgb.padding,
-        bias=rgb.bias is not None,
-    )
-    with torch.no_grad():
-        summed = rgb.weight.sum(dim=1, keepdim=True)
-        grey.weight.copy_(summed.expand(-1, in_channels, -1, -1) / in_channels)
-        if rgb.bias is not None:
-            grey.bias.copy_(rgb.bias)
-    return grey
+from shiftlab.models.first_conv import adapt_first_conv, conv_like
 
 
 class DenseNet121(nn.Module):
@@ -48,14 +27,7 @@ class DenseNet121(nn.Module):
         if pretrained:
             net.features.conv0 = adapt_first_conv(rgb, in_channels)
         else:
-            stem = nn.Conv2d(
-                in_channels,
-                rgb.out_channels,
-                rgb.kernel_size,
-                stride=rgb.stride,
-                padding=rgb.padding,
-                bias=False,
-            )
+            stem = conv_like(rgb, in_channels)
             nn.init.kaiming_normal_(stem.weight)  # torchvision's initialisation of its convolutions
             net.features.conv0 = stem
         net.classifier = nn.Sequential(

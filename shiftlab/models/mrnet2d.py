@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torchvision.models import AlexNet_Weights, alexnet
 
+from shiftlab.models.first_conv import adapt_first_conv, conv_like
+
 
 class MRNet2D(nn.Module):
     def __init__(
@@ -38,7 +40,9 @@ class MRNet2D(nn.Module):
         layers: list[nn.Module] = []
         for layer in features:
             if isinstance(layer, nn.Conv2d) and layer.in_channels == 3:
-                layer = self._grayscale_conv(layer, first_conv_stride, copy_weights=pretrained)
+                # Not pretrained: the default initialisation's scale for one input channel.
+                make = adapt_first_conv if pretrained else conv_like
+                layer = make(layer, 1, first_conv_stride)
             layers.append(layer)
             if use_norm and isinstance(layer, nn.Conv2d):
                 layers.append(nn.BatchNorm2d(layer.out_channels))
@@ -46,24 +50,6 @@ class MRNet2D(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(features[-3].out_channels, 1)
-
-    @staticmethod
-    def _grayscale_conv(rgb: nn.Conv2d, stride: int, copy_weights: bool) -> nn.Conv2d:
-        grey = nn.Conv2d(
-            1,
-            rgb.out_channels,
-            rgb.kernel_size,
-            stride=stride,
-            padding=rgb.padding,
-            bias=rgb.bias is not None,
-        )
-        if not copy_weights:  # keep the default initialisation's scale for one input channel
-            return grey
-        with torch.no_grad():
-            grey.weight.copy_(rgb.weight.sum(dim=1, keepdim=True))
-            if rgb.bias is not None:
-                grey.bias.copy_(rgb.bias)
-        return grey
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (batch, slices, height, width) -> one logit per series, shape (batch,)."""
