@@ -10,12 +10,13 @@ listed in skipped.csv rather than stopping the run.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import hydra
 import numpy as np
@@ -29,11 +30,13 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from tqdm import tqdm
 
+from shiftlab.data.domains import domain_rows, group_vendors
 from shiftlab.errors import ShiftlabError, exit_on_user_error, instantiate
-from shiftlab.labels import LabelTable
+from shiftlab.labels import FILE_STEM, LabelTable
 from shiftlab.manifest import (
     COLUMNS,
     PATH_SEPARATOR,
+    SPLITS,
     ManifestInfo,
     assign_splits,
     count_table,
@@ -42,11 +45,18 @@ from shiftlab.manifest import (
     write_manifest,
 )
 from shiftlab.pseudonym import load_or_create_key, pseudonym
+from shiftlab.settings import register_resolvers
 from shiftlab.vendors import normalise_vendor
 
 SKIPPED_NAME = "skipped.csv"
-# Every file of a series must agree on these; the series' values come from its first slice.
-_SERIES_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")
+# Every file must have these; PatientID may be empty when the label file names the patient.
+_REQUIRED_TAGS = ("StudyInstanceUID", "SeriesInstanceUID")
+# How files are grouped into sample sources: a series (MRI, CT) or each image on its own
+# (radiographs and mammograms, where one series can hold several views).
+GROUP_BY = ("SeriesInstanceUID", "SOPInstanceUID")
+SERIES_PER_KEY = ("all", "most_slices", "fewest_slices")
+# Written last by a twin generator: a twin without it is incomplete and generated again.
+TWIN_MARKER = "TWIN.txt"
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 # Elements longer than this are not read, only located: pixel data is skipped like with
 # stop_before_pixels, yet its declared length can still be checked against the file size.
@@ -60,6 +70,8 @@ class SeriesHeader:
     patient_id: str
     study_uid: str
     series_uid: str
+    # The value files are grouped by: the SeriesInstanceUID, or the SOPInstanceUID of an image.
+    source_uid: str
     manufacturer: str
     model_name: str
     field_strength: float | None
@@ -70,7 +82,10 @@ class SeriesHeader:
     extra: dict[str, str] = field(default_factory=dict)
 
     def raw(self, keyword: str) -> str:
-        """The raw text of `keyword` for this series (a standard field or an `extra` one)."""
+        """The raw text of `keyword` for this series (a standard field, an `extra` one, or the
+        pseudo keyword FileStem: its first file's name without extension)."""
+        if keyword == FILE_STEM:
+            return PurePosixPath(self.files[0]).name.split(".")[0] if self.files else ""
         standard = {
             "PatientID": self.patient_id,
             "StudyInstanceUID": self.study_uid,
@@ -163,7 +178,7 @@ def _read_header(path: Path) -> Dataset:
         return ds
 
 
-def _read_slice(path: Path, relative: str, extra_tags: Sequence[str]) -> _Slice | str:
+def read_slice(path: Path, relative: str, extra_tags: Sequence[str], group_by: str) -> _Slice | str:
     """Read one file's header; return the slice, or the reason it cannot be used."""
     if PATH_SEPARATOR in relative:
         return f"file name contains {PATH_SEPARATOR!r}, the manifest's path separator"
@@ -173,7 +188,7 @@ def _read_slice(path: Path, relative: str, extra_tags: Sequence[str]) -> _Slice 
         truncated = _truncation(ds, size)
         if truncated:
             return truncated
-        missing = [k for k in _SERIES_TAGS if not _text(ds, k)]
+        missing = [k for k in dict.fromkeys((*_REQUIRED_TAGS, group_by)) if not _text(ds, k)]
         if missing:
             return f"missing {', '.join(missing)}"
         if "PixelData" not in ds:
@@ -182,6 +197,7 @@ def _read_slice(path: Path, relative: str, extra_tags: Sequence[str]) -> _Slice 
             patient_id=_text(ds, "PatientID"),
             study_uid=_text(ds, "StudyInstanceUID"),
             series_uid=_text(ds, "SeriesInstanceUID"),
+            source_uid=_text(ds, group_by),
             manufacturer=_text(ds, "Manufacturer"),
             model_name=_text(ds, "ManufacturerModelName"),
             field_strength=_field_strength(ds),
@@ -221,28 +237,31 @@ def _list_files(dicom_root: Path) -> list[Path]:
 
 
 def scan_dicom_tree(
-    dicom_root: Path, extra_tags: Iterable[str] = ()
+    dicom_root: Path, extra_tags: Iterable[str] = (), group_by: str = "SeriesInstanceUID"
 ) -> tuple[list[SeriesHeader], list[tuple[str, str]]]:
     """Read the header of every file under `dicom_root` and group the files into series.
 
-    Returns the series (sorted by SeriesInstanceUID, files in slice order, relative to
+    Returns the series (sorted by the `group_by` UID, files in slice order, relative to
     `dicom_root` with "/") and the skipped files as (relative path, reason). A file is also
     skipped when it repeats a SOPInstanceUID already seen in its series or disagrees with the
     series' first slice on PatientID or StudyInstanceUID. `extra_tags` are further attribute
-    keywords whose raw text is kept per series (in `SeriesHeader.extra`).
+    keywords whose raw text is kept per series (in `SeriesHeader.extra`). With `group_by`
+    SOPInstanceUID every image file is a series of its own.
     """
+    if group_by not in GROUP_BY:
+        raise ShiftlabError(f"dataset.ingest.group_by={group_by!r}; choose one of {GROUP_BY}.")
     dicom_root = Path(dicom_root)
-    extra_tags = tuple(extra_tags)
+    extra_tags = tuple(k for k in extra_tags if k != FILE_STEM)
     skipped: list[tuple[str, str]] = []
     by_series: dict[str, list[_Slice]] = defaultdict(list)
     files = _list_files(dicom_root)
     for path in tqdm(files, desc="scanning", unit="file", disable=not sys.stderr.isatty()):
         relative = path.relative_to(dicom_root).as_posix()
-        result = _read_slice(path, relative, extra_tags)
+        result = read_slice(path, relative, extra_tags, group_by)
         if isinstance(result, str):
             skipped.append((relative, result))
         else:
-            by_series[result.header.series_uid].append(result)
+            by_series[result.header.source_uid].append(result)
 
     series = []
     for series_uid in sorted(by_series):
@@ -268,24 +287,90 @@ def scan_dicom_tree(
     return series, sorted(skipped)
 
 
+@dataclass(frozen=True)
+class SeriesSelection:
+    """Which labelled series become samples (``dataset.ingest`` in a dataset config).
+
+    ``series_filter`` maps DICOM keywords to regular expressions that a series' raw value must
+    contain (``re.search``), e.g. ``{SeriesDescription: "(?i)t2"}`` to keep the T2 series of a
+    multi-sequence study. ``series_per_key`` decides what happens when several series carry the
+    same label key (a study with several reconstructions): keep ``all``, or only the one with
+    the ``most_slices`` or ``fewest_slices`` (ties: the lowest UID).
+    """
+
+    group_by: str = "SeriesInstanceUID"
+    series_filter: Mapping[str, str] = field(default_factory=dict)
+    series_per_key: str = "all"
+
+    @classmethod
+    def from_config(cls, options: Mapping | None) -> SeriesSelection:
+        options = dict(options or {})
+        unknown = sorted(set(options) - {"group_by", "series_filter", "series_per_key"})
+        if unknown:
+            raise ShiftlabError(
+                f"dataset.ingest has unknown option(s) {unknown}; "
+                "use group_by, series_filter, series_per_key."
+            )
+        selection = cls(**options)
+        if selection.series_per_key not in SERIES_PER_KEY:
+            raise ShiftlabError(
+                f"dataset.ingest.series_per_key={selection.series_per_key!r}; "
+                f"choose one of {SERIES_PER_KEY}."
+            )
+        for keyword, pattern in selection.series_filter.items():
+            if tag_for_keyword(keyword) is None:
+                raise ShiftlabError(
+                    f"dataset.ingest.series_filter: {keyword!r} is not a DICOM keyword."
+                )
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ShiftlabError(
+                    f"dataset.ingest.series_filter.{keyword}: bad regular expression "
+                    f"{pattern!r} ({error})."
+                ) from error
+        return selection
+
+    def apply(self, series: Sequence[SeriesHeader], key_tag: str) -> list[SeriesHeader]:
+        """The series that pass the filter, one per label key unless ``series_per_key=all``."""
+        kept = [
+            s for s in series if all(re.search(p, s.raw(k)) for k, p in self.series_filter.items())
+        ]
+        if self.series_per_key == "all":
+            return kept
+        sign = -1 if self.series_per_key == "most_slices" else 1
+        best: dict[str, SeriesHeader] = {}
+        for header in sorted(kept, key=lambda s: (sign * len(s.files), s.source_uid)):
+            best.setdefault(header.raw(key_tag), header)
+        return sorted(best.values(), key=lambda s: s.source_uid)
+
+
 def _manifest_rows(
     series: Sequence[SeriesHeader], labels: LabelTable, key: bytes
-) -> tuple[pd.DataFrame, pd.Series, list[SeriesHeader]]:
-    """Labelled samples as manifest rows (no split yet), their raw PatientIDs, the unlabelled
-    series. A series gives one row per sample its label file names for it."""
-    rows, raw_patients, unlabelled = [], [], []
+) -> tuple[pd.DataFrame, pd.Series, list[SeriesHeader], list[tuple[str, str]]]:
+    """Labelled samples as manifest rows (no split yet), their raw patient ids, the unlabelled
+    series, and the series dropped for want of a patient id (first file, reason). A series gives
+    one row per sample its label file names for it."""
+    rows, raw_patients, unlabelled, no_patient = [], [], [], []
     for header in series:
         samples = labels.samples.get(header.raw(labels.key_tag))
         if not samples:
             unlabelled.append(header)
             continue
         for sample in samples:
-            raw_patients.append(header.patient_id)
-            sample_key = f"{header.series_uid}#{sample.name}" if sample.name else header.series_uid
+            patient = sample.patient or header.patient_id
+            if not patient:
+                no_patient.append(
+                    (header.files[0], "no PatientID, and the label file names no patient")
+                )
+                continue
+            raw_patients.append(patient)
+            source = header.source_uid
+            sample_key = f"{source}#{sample.name}" if sample.name else source
             rows.append(
                 {
                     "sample_id": pseudonym(key, sample_key, "s-"),
-                    "patient_id": pseudonym(key, header.patient_id, "p-"),
+                    "patient_id": pseudonym(key, patient, "p-"),
                     "study_id": pseudonym(key, header.study_uid, "st-"),
                     "series_id": pseudonym(key, header.series_uid, "se-"),
                     "paths": PATH_SEPARATOR.join(header.files),
@@ -303,7 +388,7 @@ def _manifest_rows(
                 }
             )
     df = pd.DataFrame(rows, columns=[*COLUMNS, *labels.extra_columns])
-    return df, pd.Series(raw_patients, index=df.index, dtype=str), unlabelled
+    return df, pd.Series(raw_patients, index=df.index, dtype=str), unlabelled, no_patient
 
 
 def _no_match_error(series: Sequence[SeriesHeader], labels: LabelTable, label_path: str) -> str:
@@ -316,79 +401,175 @@ def _no_match_error(series: Sequence[SeriesHeader], labels: LabelTable, label_pa
     )
 
 
-def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) -> ManifestInfo:
-    """Scan, label, pseudonymise, split and write the manifest of one dataset; print a summary.
-
-    Re-running with the same inputs rewrites nothing (same bytes, same mtimes).
-    """
-    dicom_root = Path(dataset_cfg.dicom_root)
-    if not dicom_root.is_dir():
-        raise ShiftlabError(
-            f"DICOM folder not found: {dicom_root} (dataset {dataset_cfg.name}).\n"
-            f"{str(dataset_cfg.get('download', '')).strip()}"
-        )
+def _read_labels(dataset_cfg: DictConfig) -> LabelTable:
     labels = instantiate(dataset_cfg.labels)
     if not isinstance(labels, LabelTable):
         raise ShiftlabError(
             f"dataset.labels ({dataset_cfg.labels._target_}) returned "
             f"{type(labels).__name__}, expected a shiftlab.labels.LabelTable."
         )
-    if tag_for_keyword(labels.key_tag) is None:
+    if labels.key_tag != FILE_STEM and tag_for_keyword(labels.key_tag) is None:
         raise ShiftlabError(
             f"dataset.labels.key_tag {labels.key_tag!r} is not a DICOM attribute keyword "
-            "(e.g. SeriesInstanceUID, PatientID, AccessionNumber)."
+            f"(e.g. SeriesInstanceUID, PatientID, AccessionNumber) nor {FILE_STEM!r}."
         )
-    manifest_dir = Path(dataset_cfg.manifest_dir)
-    skipped_path = manifest_dir / SKIPPED_NAME
+    return labels
 
-    series, skipped = scan_dicom_tree(dicom_root, extra_tags=(labels.key_tag,))
-    skipped_table = pd.DataFrame(skipped, columns=["path", "reason"])
-    write_if_changed(skipped_path, csv_bytes(skipped_table))
-    n_files = sum(len(s.files) for s in series) + len(skipped)
-    print(f"files scanned:      {n_files} under {dicom_root}")
-    print(f"series found:       {len(series)}")
-    print(f"skipped files:      {len(skipped)} (reasons in {skipped_path})")
-    if not series:
-        raise ShiftlabError(f"no DICOM image series found under {dicom_root}; see {skipped_path}.")
 
-    key = load_or_create_key(paths_cfg.pseudonym_key)
-    df, raw_patients, unlabelled = _manifest_rows(series, labels, key)
-    matched_keys = {s.raw(labels.key_tag) for s in series} & set(labels.samples)
-    print(f"unlabelled series:  {len(unlabelled)} (dropped)")
-    n_keys = len(labels.samples)
-    print(f"labels unmatched:   {n_keys - len(matched_keys)} of {n_keys}")
-    if df.empty:
-        raise ShiftlabError(_no_match_error(series, labels, str(dataset_cfg.labels.get("path"))))
+def usable_domains(df: pd.DataFrame, groups: Mapping | None = None) -> list[str]:
+    """Vendors and vendor groups with both classes in each of train, val and test."""
+    usable = []
+    candidates = {v: frozenset({v}) for v in sorted(set(df["vendor"]))}
+    present = set(candidates)
+    for name, group in (groups or {}).items():
+        candidates[name] = group_vendors(name, group, present)
+    for name, vendors in candidates.items():
+        rows = df[domain_rows(df, vendors)]
+        if all(rows.loc[rows["split"] == s, "label"].nunique() == 2 for s in SPLITS):
+            usable.append(name)
+    return usable
 
+
+def _print_usable_pairs(df: pd.DataFrame, groups: Mapping | None) -> None:
+    domains = usable_domains(df, groups)
+    present = set(df["vendor"])
+    vendor_sets = {
+        name: frozenset({name}) if name in present else group_vendors(name, groups[name], present)
+        for name in domains
+    }
+    pairs = [
+        f"{a}->{b}"
+        for a in domains
+        for b in domains
+        if a != b and not vendor_sets[a] & vendor_sets[b]
+    ]
+    unusable = sorted(present - set(domains))
+    print(f"usable domains:     {', '.join(domains) or 'none'} (both classes in train, val, test)")
+    if unusable:
+        print(f"not usable:         {', '.join(unusable)} (a split lacks a class)")
+    print(f"usable pairs:       {', '.join(pairs) or 'none'} (source=<a> target=<b>)")
+
+
+def finish_manifest(
+    df: pd.DataFrame,
+    raw_patients: pd.Series,
+    dataset_cfg: DictConfig,
+    split_seed: int,
+    meta: Mapping[str, object],
+) -> ManifestInfo:
+    """Split by patient (unless the table came with splits), write the manifest, print counts
+    and the usable domain pairs."""
     fractions = OmegaConf.to_container(dataset_cfg.split_fractions, resolve=True)
-    # Splits are drawn on raw PatientIDs so that they do not depend on the pseudonym key.
-    splits_on_raw = df.assign(patient_id=raw_patients)
-    df["split"] = assign_splits(splits_on_raw, fractions, int(split_seed))
+    if (df["split"] == "").any():
+        # Splits are drawn on raw patient ids so that they do not depend on the pseudonym key.
+        splits_on_raw = df.assign(patient_id=raw_patients)
+        df["split"] = assign_splits(splits_on_raw, fractions, int(split_seed))
     meta = {
         "dataset": str(dataset_cfg.name),
         "split_seed": int(split_seed),
         "split_fractions": fractions,
-        "label_key_tag": labels.key_tag,
         "sample_unit": str(dataset_cfg.get("sample_unit", "series")),
-        "n_files_scanned": n_files,
-        "n_files_skipped": len(skipped),
-        "n_series_unlabelled": len(unlabelled),
-        "pseudonym_key_id": pseudonym(key, "shiftlab-key-id", "k-"),
+        **meta,
     }
-    info = write_manifest(df, manifest_dir, meta)
+    info = write_manifest(df, Path(dataset_cfg.manifest_dir), meta)
     print()
     print(count_table(df))
     print()
+    _print_usable_pairs(df, dataset_cfg.domains.get("groups"))
     print(f"manifest:           {info.csv_path} ({info.n_samples} samples)")
     print(f"sha256:             {info.sha256}")
     print(f"changed:            {'yes' if info.changed else 'no (same bytes as on disk)'}")
     return info
 
 
+def ensure_twin(dataset: DictConfig) -> None:
+    """Write a preset's miniature official-layout twin unless it is complete already.
+
+    Twin generators write TWIN_MARKER last, so a half-written twin is generated again.
+    """
+    if not dataset.get("twin_generator"):
+        raise ShiftlabError(
+            f"dataset {dataset.name!r} has no miniature twin (no dataset.twin_generator); "
+            "twin=true is for the real presets (mri_breast, mri_prostate, mri_brain, "
+            "ct_lung_nodule, ct_head, xray_chest, xray_mammo)."
+        )
+    if not (Path(dataset.root) / TWIN_MARKER).exists():
+        print(f"generating the miniature twin of {dataset.name} into {dataset.root} ...")
+        instantiate(dataset.twin_generator)
+
+
+def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) -> ManifestInfo:
+    """Scan, label, pseudonymise, split and write the manifest of one dataset; print a summary.
+
+    A dataset with a ``user_manifest`` (a table written by hand) is imported from it instead.
+    Re-running with the same inputs rewrites nothing (same bytes, same mtimes).
+    """
+    if dataset_cfg.get("user_manifest"):
+        from shiftlab.user_manifest import import_user_manifest
+
+        return import_user_manifest(dataset_cfg, paths_cfg, split_seed)
+    dicom_root = Path(dataset_cfg.dicom_root)
+    if not dicom_root.is_dir():
+        raise ShiftlabError(
+            f"DICOM folder not found: {dicom_root} (dataset {dataset_cfg.name}).\n"
+            f"{str(dataset_cfg.get('download', '')).strip()}"
+        )
+    labels = _read_labels(dataset_cfg)
+    options = dataset_cfg.get("ingest")
+    selection = SeriesSelection.from_config(
+        OmegaConf.to_container(options, resolve=True) if options else {}
+    )
+    manifest_dir = Path(dataset_cfg.manifest_dir)
+    skipped_path = manifest_dir / SKIPPED_NAME
+
+    series, skipped = scan_dicom_tree(
+        dicom_root,
+        extra_tags=(labels.key_tag, *selection.series_filter),
+        group_by=selection.group_by,
+    )
+    n_files = sum(len(s.files) for s in series) + len(skipped)
+    unit = "images" if selection.group_by == "SOPInstanceUID" else "series"
+    print(f"files scanned:      {n_files} under {dicom_root}")
+    print(f"{unit + ' found:':<20}{len(series)}")
+    if not series:
+        write_if_changed(skipped_path, csv_bytes(pd.DataFrame(skipped, columns=["path", "reason"])))
+        raise ShiftlabError(f"no DICOM image series found under {dicom_root}; see {skipped_path}.")
+    chosen = selection.apply(series, labels.key_tag)
+    if len(chosen) < len(series):
+        print(f"{unit + ' not chosen:':<20}{len(series) - len(chosen)} (dataset.ingest)")
+
+    key = load_or_create_key(paths_cfg.pseudonym_key)
+    df, raw_patients, unlabelled, no_patient = _manifest_rows(chosen, labels, key)
+    skipped = sorted([*skipped, *no_patient])
+    write_if_changed(skipped_path, csv_bytes(pd.DataFrame(skipped, columns=["path", "reason"])))
+    print(f"skipped files:      {len(skipped)} (reasons in {skipped_path})")
+    matched_keys = {s.raw(labels.key_tag) for s in chosen} & set(labels.samples)
+    print(f"{'unlabelled ' + unit + ':':<20}{len(unlabelled)} (dropped)")
+    n_keys = len(labels.samples)
+    print(f"labels unmatched:   {n_keys - len(matched_keys)} of {n_keys}")
+    if df.empty:
+        raise ShiftlabError(_no_match_error(chosen, labels, str(dataset_cfg.labels.get("path"))))
+    meta = {
+        "label_key_tag": labels.key_tag,
+        "n_files_scanned": n_files,
+        "n_files_skipped": len(skipped),
+        "n_series_unlabelled": len(unlabelled),
+        "pseudonym_key_id": pseudonym(key, "shiftlab-key-id", "k-"),
+    }
+    if len(chosen) < len(series):
+        meta["n_series_not_chosen"] = len(series) - len(chosen)
+    return finish_manifest(df, raw_patients, dataset_cfg, split_seed, meta)
+
+
+register_resolvers()
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="ingest")
 def main(cfg: DictConfig) -> None:
     """Command-line entry: user errors become one line on stderr and exit status 2."""
     with exit_on_user_error():
+        if cfg.get("twin"):
+            ensure_twin(cfg.dataset)
         run_ingest(cfg.dataset, cfg.paths, cfg.split_seed)
 
 

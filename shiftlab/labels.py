@@ -25,16 +25,28 @@ from shiftlab.errors import ShiftlabError
 
 @dataclass(frozen=True)
 class LabelledSample:
-    """One sample of a series: its name within the series ("" when the series is the sample)."""
+    """One sample of a series: its name within the series ("" when the series is the sample).
+
+    ``patient`` is the patient identity when the label file knows it better than the headers
+    (VinDr-Mammo's study_id; VinDr-CXR, whose headers carry no PatientID); "" means the
+    DICOM PatientID. Either way it is pseudonymised before it reaches the manifest.
+    """
 
     name: str
     label: int
     extra: dict[str, float | str] = field(default_factory=dict)
+    patient: str = ""
+
+
+# Pseudo keywords a label table may be keyed by besides DICOM attributes: the name of a
+# series' first file without its extension (VinDr's <image_id>.dicom).
+FILE_STEM = "FileStem"
 
 
 @dataclass(frozen=True)
 class LabelTable:
-    """Samples keyed by the raw text of one DICOM attribute (`key_tag`, a pydicom keyword)."""
+    """Samples keyed by the raw text of one DICOM attribute (`key_tag`, a pydicom keyword) or of
+    the pseudo keyword ``FileStem``."""
 
     key_tag: str
     samples: dict[str, list[LabelledSample]]

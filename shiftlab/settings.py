@@ -31,7 +31,20 @@ def settings_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def dataset_root(name: str, *, _root_: DictConfig) -> str:
+    """Where a preset's files live: its real download, or its miniature twin when ``twin=true``.
+
+    Twins live apart (``<data_dir>/twins/<name>``) so switching never mixes a twin's manifest or
+    cache with the real dataset's.
+    """
+    data_dir = _root_.paths.data_dir
+    return f"{data_dir}/twins/{name}" if _root_.get("twin", False) else f"{data_dir}/{name}"
+
+
 def register_resolvers() -> None:
-    """``${run_hash:}`` in Hydra's run and sweep directories."""
+    """``${run_hash:}`` in Hydra's run and sweep directories, ``${dataset_root:<name>}`` in
+    dataset configs."""
     if not OmegaConf.has_resolver("run_hash"):
         OmegaConf.register_new_resolver("run_hash", lambda *, _root_: settings_hash(_root_))
+    if not OmegaConf.has_resolver("dataset_root"):
+        OmegaConf.register_new_resolver("dataset_root", dataset_root)

@@ -28,7 +28,7 @@ class Domains:
         return list(self.vendors)
 
 
-def _group_vendors(name: str, group: Mapping, present: set[str]) -> frozenset[str]:
+def group_vendors(name: str, group: Mapping, present: set[str]) -> frozenset[str]:
     if set(group) - {"include", "exclude"} or len(group) != 1:
         raise ShiftlabError(
             f"domain group {name!r} must have exactly one of 'include' or 'exclude', "
@@ -63,7 +63,7 @@ def resolve_domains(
 
     def vendors_of(name: str, role: str) -> frozenset[str]:
         if name in groups:
-            vendors = _group_vendors(name, groups[name], present)
+            vendors = group_vendors(name, groups[name], present)
         elif name in present:
             vendors = frozenset({name})
         else:

@@ -8,12 +8,13 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from shiftlab.errors import ShiftlabError, instantiate
-from shiftlab.ingest import run_ingest
+from shiftlab.ingest import ensure_twin, run_ingest
 from shiftlab.manifest import JSON_NAME
 
 
 def ensure_manifest(cfg: DictConfig) -> None:
-    """Synthetic datasets are generated and ingested on first use; real ones must be ingested.
+    """Synthetic datasets and twins (``twin=true``) are generated and ingested on first use;
+    real ones must be ingested.
 
     Raises a ShiftlabError with the dataset's download instructions when its data is missing,
     and with the ingest command when the data is there but the manifest (of this split_seed)
@@ -31,6 +32,9 @@ def ensure_manifest(cfg: DictConfig) -> None:
             if not (Path(dataset.root) / "labels.csv").exists():
                 print(f"generating synthetic dataset {dataset.name} into {dataset.root} ...")
                 instantiate(dataset.synthetic)
+            run_ingest(dataset, cfg.paths, cfg.split_seed)
+        elif cfg.get("twin"):
+            ensure_twin(dataset)
             run_ingest(dataset, cfg.paths, cfg.split_seed)
         elif not Path(dataset.dicom_root).is_dir():
             raise ShiftlabError(
