@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from shiftlab.data.domains import domain_rows, group_vendors
 from shiftlab.errors import ShiftlabError, exit_on_user_error, instantiate
-from shiftlab.labels import FILE_STEM, LabelTable
+from shiftlab.labels import FILE_STEM, LabelledSample, LabelTable
 from shiftlab.manifest import (
     COLUMNS,
     PATH_SEPARATOR,
@@ -345,13 +345,27 @@ class SeriesSelection:
         return sorted(best.values(), key=lambda s: s.source_uid)
 
 
+def _slice_outside(sample: LabelledSample, n_slices: int) -> str | None:
+    """Why a slice-level sample cannot be made from its series, if it cannot.
+
+    Label files that give slice numbers without the series length (Duke's boxes) can name a
+    slice past the end of a short series.
+    """
+    if "slice_index" not in sample.extra:
+        return None
+    index = int(sample.extra["slice_index"])
+    if 0 <= index < n_slices:
+        return None
+    return f"sample {sample.name}: slice_index {index} outside the series' {n_slices} slices"
+
+
 def _manifest_rows(
     series: Sequence[SeriesHeader], labels: LabelTable, key: bytes
 ) -> tuple[pd.DataFrame, pd.Series, list[SeriesHeader], list[tuple[str, str]]]:
     """Labelled samples as manifest rows (no split yet), their raw patient ids, the unlabelled
-    series, and the series dropped for want of a patient id (first file, reason). A series gives
-    one row per sample its label file names for it."""
-    rows, raw_patients, unlabelled, no_patient = [], [], [], []
+    series, and the samples dropped (first file, reason): no patient id, or a slice the series
+    does not have. A series gives one row per sample its label file names for it."""
+    rows, raw_patients, unlabelled, dropped = [], [], [], []
     for header in series:
         samples = labels.samples.get(header.raw(labels.key_tag))
         if not samples:
@@ -360,9 +374,13 @@ def _manifest_rows(
         for sample in samples:
             patient = sample.patient or header.patient_id
             if not patient:
-                no_patient.append(
+                dropped.append(
                     (header.files[0], "no PatientID, and the label file names no patient")
                 )
+                continue
+            outside = _slice_outside(sample, len(header.files))
+            if outside:
+                dropped.append((header.files[0], outside))
                 continue
             raw_patients.append(patient)
             source = header.source_uid
@@ -388,7 +406,7 @@ def _manifest_rows(
                 }
             )
     df = pd.DataFrame(rows, columns=[*COLUMNS, *labels.extra_columns])
-    return df, pd.Series(raw_patients, index=df.index, dtype=str), unlabelled, no_patient
+    return df, pd.Series(raw_patients, index=df.index, dtype=str), unlabelled, dropped
 
 
 def _no_match_error(series: Sequence[SeriesHeader], labels: LabelTable, label_path: str) -> str:
@@ -539,10 +557,12 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
         print(f"{unit + ' not chosen:':<20}{len(series) - len(chosen)} (dataset.ingest)")
 
     key = load_or_create_key(paths_cfg.pseudonym_key)
-    df, raw_patients, unlabelled, no_patient = _manifest_rows(chosen, labels, key)
-    skipped = sorted([*skipped, *no_patient])
-    write_if_changed(skipped_path, csv_bytes(pd.DataFrame(skipped, columns=["path", "reason"])))
+    df, raw_patients, unlabelled, dropped = _manifest_rows(chosen, labels, key)
     print(f"skipped files:      {len(skipped)} (reasons in {skipped_path})")
+    if dropped:
+        print(f"samples dropped:    {len(dropped)} (reasons in {skipped_path})")
+    skipped = sorted([*skipped, *dropped])
+    write_if_changed(skipped_path, csv_bytes(pd.DataFrame(skipped, columns=["path", "reason"])))
     matched_keys = {s.raw(labels.key_tag) for s in chosen} & set(labels.samples)
     print(f"{'unlabelled ' + unit + ':':<20}{len(unlabelled)} (dropped)")
     n_keys = len(labels.samples)

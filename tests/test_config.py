@@ -42,7 +42,14 @@ def test_train_composes_for_every_dataset(dataset: str, tmp_path: Path) -> None:
     assert resolved["data"]["dataset_name"] == dataset
     assert resolved["data"]["preprocess"] == resolved["dataset"]["preprocess"]
     # The dataset's own network unless model= says otherwise.
-    network = {"synthetic_ct": "nodulex", "synthetic_xray": "densenet121"}.get(dataset, "mrnet2d")
+    network = {
+        "synthetic_ct": "nodulex",
+        "ct_lung_nodule": "nodulex",
+        "ct_head": "nodulex3d",
+        "synthetic_xray": "densenet121",
+        "xray_chest": "densenet121",
+        "xray_mammo": "densenet121",
+    }.get(dataset, "mrnet2d")
     assert resolved["model"]["name"] == network
     if network == "mrnet2d":
         stride = resolved["dataset"].get("mrnet_first_conv_stride", 4)

@@ -182,3 +182,31 @@ def test_usable_domains_and_pairs_are_printed(tmp_path: Path) -> None:
     assert lines["not usable"].startswith("philips ")
     pairs = "ge->siemens, siemens->ge, siemens->other, other->siemens "
     assert lines["usable pairs"].startswith(pairs)
+
+
+def slice_labels() -> LabelTable:
+    """Slice-level samples of each series (Duke style), one of them past the series' end."""
+    samples = {}
+    for vendor in VENDORS:
+        for i in range(8):
+            samples[f"{vendor}{i}"] = [
+                LabelledSample(name=f"slice{k}", label=int(k == 1), extra={"slice_index": k})
+                for k in (0, 1, 9 if i == 0 else 2)
+            ]
+    return LabelTable(key_tag="PatientID", samples=samples)
+
+
+def test_slices_outside_their_series_are_dropped_with_a_reason(tmp_path: Path) -> None:
+    multi_sequence_tree(tmp_path)
+    cfg = dataset_cfg(
+        tmp_path,
+        {"_target_": f"{__name__}.slice_labels"},
+        {"series_filter": {"SeriesDescription": "^T2 AX$"}},
+    )
+    df, output = ingest(tmp_path, cfg)
+    assert len(df) == 16 * 3 - 2
+    assert "samples dropped:    2" in output
+    skipped = pd.read_csv(Path(cfg.manifest_dir) / "skipped.csv")
+    assert skipped["reason"].tolist() == [
+        "sample slice9: slice_index 9 outside the series' 4 slices"
+    ] * 2

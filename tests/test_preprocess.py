@@ -11,7 +11,12 @@ import pytest
 from dicom_factory import write_series
 
 from shiftlab.data import cache
-from shiftlab.data.preprocess import MRIPreprocessor, read_series
+from shiftlab.data.preprocess import (
+    MRIPreprocessor,
+    MRISlicePreprocessor,
+    read_series,
+    read_slices,
+)
 from shiftlab.errors import ShiftlabError
 from shiftlab.manifest import PATH_SEPARATOR
 
@@ -82,6 +87,35 @@ def test_cache_is_built_once_and_never_decodes_again(
     first_file = root / paths[0].split(PATH_SEPARATOR)[0]
     os.utime(first_file, ns=(0, first_file.stat().st_mtime_ns + 1))
     assert cache.files_fingerprint(manifest, root) != files
+
+
+def test_each_series_is_decoded_once_however_many_samples_it_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slice- or nodule-level samples share their series: decoding it per sample would cost
+    40x on Duke's slice samples. Rows are interleaved, and each keeps its own array."""
+    root = tmp_path / "dicom"
+    series = []
+    for i in range(2):
+        written = write_series(root / f"p{i}", patient_id=f"P{i}", n_slices=4, shape=(16, 16))
+        series.append(PATH_SEPARATOR.join(str(f.relative_to(root)) for f in written.files))
+    manifest = pd.DataFrame(
+        {"paths": [series[k % 2] for k in range(6)], "slice_index": [0, 0, 1, 1, 3, 3]}
+    )
+    decoded = []
+
+    def counting(files):
+        decoded.append(tuple(files))
+        return read_slices(files)
+
+    monkeypatch.setattr(cache, "read_slices", counting)
+    settings = {"_target_": "shiftlab.data.preprocess.MRISlicePreprocessor", "size": 8}
+    arrays = cache.load_or_build(manifest, "sha", root, settings, tmp_path / "cache")
+    assert len(decoded) == 2
+    expected = MRISlicePreprocessor(size=8)
+    for row, sample in manifest.iterrows():
+        slices = read_slices([root / p for p in sample["paths"].split(PATH_SEPARATOR)])
+        np.testing.assert_array_equal(arrays[row], expected(slices, sample.to_dict()))
 
 
 def test_a_missing_file_is_named_before_any_decoding(tmp_path: Path) -> None:

@@ -109,11 +109,18 @@ def _build(
         tmp, mode="w+", dtype=np.float32, shape=(len(manifest), *preprocessor.shape)
     )
     samples = manifest.to_dict("records")
-    progress = tqdm(samples, desc="decoding DICOM into cache", unit="sample", leave=False)
+    # Samples of one series (slices of a breast MRI, nodules of a CT) come one after another,
+    # so each series is decoded once however many samples it holds.
+    order = sorted(range(len(samples)), key=lambda i: samples[i]["paths"])
+    progress = tqdm(order, desc="decoding DICOM into cache", unit="sample", leave=False)
+    decoded_paths, slices = None, []
     try:
-        for i, sample in enumerate(progress):
-            files = [dicom_root / p for p in sample["paths"].split(PATH_SEPARATOR)]
-            arrays[i] = preprocessor(read_slices(files), sample)
+        for i in progress:
+            sample = samples[i]
+            if sample["paths"] != decoded_paths:
+                files = [dicom_root / p for p in sample["paths"].split(PATH_SEPARATOR)]
+                slices, decoded_paths = read_slices(files), sample["paths"]
+            arrays[i] = preprocessor(slices, sample)
         arrays.flush()
         del arrays
         os.replace(tmp, path)

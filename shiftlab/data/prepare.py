@@ -37,9 +37,15 @@ def ensure_manifest(cfg: DictConfig) -> None:
             ensure_twin(dataset)
             run_ingest(dataset, cfg.paths, cfg.split_seed)
         elif not Path(dataset.dicom_root).is_dir():
+            twin_hint = (
+                f"\nTo try {dataset.name} first on its miniature synthetic twin (same folder "
+                "layout and label files, generated here): add twin=true"
+                if dataset.get("twin_generator")
+                else ""
+            )
             raise ShiftlabError(
                 f"no data for dataset {dataset.name!r}: expected DICOM files under "
-                f"{dataset.dicom_root}\n{str(dataset.download).strip()}"
+                f"{dataset.dicom_root}\n{str(dataset.download).strip()}{twin_hint}"
             )
         else:
             raise ShiftlabError(

@@ -8,6 +8,7 @@ are tested on DICOM attributes:
 - CT (`CTPatchPreprocessor`): Hounsfield units from RescaleSlope/Intercept, a patch centred on a
   point given in patient coordinates, sampled at a fixed spacing (so thin and thick slices give
   the same geometry), then a fixed HU window. No per-image normalisation: HU are absolute.
+  `CTVolumePreprocessor` keeps a whole scan instead (a head CT): HU window, then a fixed grid.
 - X-ray (`XRayPreprocessor`): the display pipeline of the header (modality LUT, then VOI LUT or
   window, then MONOCHROME1 inverted, whatever the stored bit depth) to [0, 1], then resized.
 
@@ -34,12 +35,13 @@ from monai.transforms import (
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
-from scipy.ndimage import map_coordinates
+from scipy.ndimage import gaussian_filter, map_coordinates
 
 from shiftlab.errors import ShiftlabError
 
 INTENSITY_METHODS = ("zscore", "percentile")
 WINDOW_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+CENTER_UNITS = ("mm", "pixel_xy")
 
 
 class Preprocessor(Protocol):
@@ -186,6 +188,29 @@ def slice_geometry(slices: Sequence[Dataset]) -> tuple[np.ndarray, np.ndarray, n
     return positions_xyz[0], np.stack([along_row, along_column, normal]), positions
 
 
+def pixel_xy_to_patient(
+    slices: Sequence[Dataset], column: float, row: float, z_mm: float
+) -> np.ndarray:
+    """A point given as (column, row) pixel indices on the slice at patient z ``z_mm`` -> patient
+    coordinates (mm).
+
+    LIDC-IDRI's XML reads locate outlines this way: xCoord/yCoord are pixel indices and
+    imageZposition is the z of that slice's ImagePositionPatient. The slice origin is found by
+    interpolating the slices' ImagePositionPatient over their z (a point between slices lies
+    between them; beyond the scan the nearest slice's in-plane origin is used and z is kept), then
+    the in-plane offset follows ImageOrientationPatient and PixelSpacing.
+    """
+    _, (along_row, along_column, _), _ = slice_geometry(slices)
+    positions = np.asarray([[float(v) for v in ds.ImagePositionPatient] for ds in slices])
+    order = np.argsort(positions[:, 2], kind="stable")
+    z = positions[order, 2]
+    slice_origin = np.array(
+        [float(np.interp(z_mm, z, positions[order, axis])) for axis in (0, 1)] + [float(z_mm)]
+    )
+    dy, dx = (float(v) for v in slices[0].PixelSpacing)  # between rows, between columns
+    return slice_origin + float(column) * dx * along_row + float(row) * dy * along_column
+
+
 class MRIPreprocessor:
     """Resample a series to (slices, size, size) and normalise its intensities per volume.
 
@@ -222,9 +247,11 @@ class CTPatchPreprocessor:
 
     ``spacing_mm`` (z, y, x) is the patch's voxel size; null keeps each scan's own spacing (as
     the original NoduleX did). ``window`` = (low, high) HU maps to [0, 1]. The centre comes from
-    the sample's ``center_columns`` (patient coordinates in mm, as in ImagePositionPatient);
-    outside the scan the patch is filled with ``pad_hu`` (air). Slices must be in ascending
-    position along the normal (ingest orders them so).
+    the sample's ``center_columns``: with ``center_units="mm"`` patient coordinates in mm (x, y,
+    z, as in ImagePositionPatient); with ``"pixel_xy"`` a column index, a row index and the
+    patient z in mm of the slice they lie on (as LIDC-IDRI's XML reads give them; see
+    `pixel_xy_to_patient`). Outside the scan the patch is filled with ``pad_hu`` (air). Slices
+    must be in ascending position along the normal (ingest orders them so).
     """
 
     def __init__(
@@ -234,6 +261,7 @@ class CTPatchPreprocessor:
         spacing_mm: Sequence[float] | None = None,
         center_columns: Sequence[str] = ("center_x_mm", "center_y_mm", "center_z_mm"),
         pad_hu: float = -1000.0,
+        center_units: str = "mm",
     ) -> None:
         if len(patch) != 3 or min(patch) < 1:
             raise ShiftlabError(f"dataset.preprocess.patch must be 3 positive sizes, got {patch}")
@@ -248,6 +276,11 @@ class CTPatchPreprocessor:
         self.spacing = None if spacing_mm is None else tuple(float(s) for s in spacing_mm)
         self.center_columns = tuple(center_columns)
         self.pad_hu = float(pad_hu)
+        if center_units not in CENTER_UNITS:
+            raise ShiftlabError(
+                f"dataset.preprocess.center_units={center_units!r}; choose one of {CENTER_UNITS}"
+            )
+        self.center_units = center_units
 
     def center(self, sample: Mapping) -> np.ndarray:
         try:
@@ -281,8 +314,15 @@ class CTPatchPreprocessor:
         patch = map_coordinates(hu, grid, order=1, mode="constant", cval=self.pad_hu)
         return window(patch, *self.window)
 
+    def center_point(self, slices: Sequence[Dataset], sample: Mapping) -> np.ndarray:
+        """The patch centre in patient coordinates (mm), whatever ``center_units`` is."""
+        center = self.center(sample)
+        if self.center_units == "pixel_xy":
+            return pixel_xy_to_patient(slices, *center)
+        return center
+
     def __call__(self, slices: Sequence[Dataset], sample: Mapping) -> np.ndarray:
-        grid = self.sample_grid(slices, self.center(sample))
+        grid = self.sample_grid(slices, self.center_point(slices, sample))
         return self.from_volume(stack_slices(slices), grid)
 
 
@@ -301,3 +341,179 @@ class XRayPreprocessor:
             )
         image = torch.as_tensor(xray_display(slices[0]))[None]
         return np.asarray(self.resize(image), dtype=np.float32)
+
+
+SLICE_NUMBERINGS = ("position", "instance")
+
+
+class MRISlicePreprocessor:
+    """One slice of a series with ``context`` neighbours each side (2.5D), shape
+    (2 * context + 1, size, size): a slice-level MRI task (e.g. "this slice shows the tumour").
+
+    The slice comes from the sample's ``slice_column`` (0-based). ``slice_numbering``:
+    ``position`` counts in the manifest's slice order (ascending position along the slice
+    normal, as ingest orders them); ``instance`` counts in InstanceNumber order, for label files
+    that number slices as a viewer listing the files in acquisition order does. Either way the
+    neighbours are the spatially adjacent slices; beyond the first or last slice the edge slice
+    is repeated. Intensities are normalised over the whole series (``zscore``, or ``percentile``:
+    its 0.5-99.5 percentiles to [0, 1], clipped), so the slices of one scan stay comparable with
+    each other; then each slice is resized in-plane.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        context: int = 1,
+        intensity: str = "zscore",
+        slice_column: str = "slice_index",
+        slice_numbering: str = "position",
+    ) -> None:
+        if intensity not in INTENSITY_METHODS:
+            raise ShiftlabError(
+                f"dataset.preprocess.intensity={intensity!r}; choose one of {INTENSITY_METHODS}"
+            )
+        if slice_numbering not in SLICE_NUMBERINGS:
+            raise ShiftlabError(
+                f"dataset.preprocess.slice_numbering={slice_numbering!r}; choose one of "
+                f"{SLICE_NUMBERINGS}"
+            )
+        if context < 0:
+            raise ShiftlabError(f"dataset.preprocess.context must be >= 0, got {context}")
+        self.context = int(context)
+        self.intensity = intensity
+        self.slice_column = slice_column
+        self.slice_numbering = slice_numbering
+        self.shape = (2 * self.context + 1, int(size), int(size))
+        # Anti-aliasing: a 512-pixel slice shrunk to 256 must not alias its noise and edges.
+        self.resize = Resize(spatial_size=self.shape[1:], mode="bilinear", anti_aliasing=True)
+
+    def slice_position(self, slices: Sequence[Dataset], sample: Mapping) -> int:
+        """The index, in the given (spatial) order, of the sample's slice."""
+        try:
+            index = int(float(sample[self.slice_column]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ShiftlabError(
+                f"a slice sample needs the manifest column {self.slice_column!r} (from the label "
+                f"file's extra columns); sample has: {error}"
+            ) from error
+        if not 0 <= index < len(slices):
+            raise ShiftlabError(
+                f"{self.slice_column}={index} is outside its series of {len(slices)} slices "
+                f"({_source(slices[0])}): the label file names a slice the series does not have."
+            )
+        if self.slice_numbering == "instance":
+            numbers = [(_instance_number(ds), k) for k, ds in enumerate(slices)]
+            if any(n is None for n, _ in numbers):
+                raise ShiftlabError(
+                    f"slice_numbering=instance needs InstanceNumber on every slice: "
+                    f"{_source(slices[0])}"
+                )
+            return sorted(numbers)[index][1]
+        return index
+
+    def normalise(self, volume: np.ndarray) -> NormalizeIntensity | ScaleIntensityRange:
+        """The per-series intensity transform, with statistics of the whole series."""
+        if self.intensity == "zscore":
+            std = float(volume.std())
+            return NormalizeIntensity(subtrahend=float(volume.mean()), divisor=std or 1.0)
+        low, high = (float(v) for v in np.percentile(volume, (0.5, 99.5)))
+        return ScaleIntensityRange(
+            a_min=low, a_max=high if high > low else low + 1, b_min=0.0, b_max=1.0, clip=True
+        )
+
+    def from_volume(self, volume: np.ndarray, index: int) -> np.ndarray:
+        picked = np.clip(np.arange(index - self.context, index + self.context + 1), 0, None)
+        picked = np.minimum(picked, len(volume) - 1)
+        stack = torch.as_tensor(volume[picked], dtype=torch.float32)
+        normalised = self.normalise(volume)(self.resize(stack))
+        return np.asarray(normalised, dtype=np.float32)
+
+    def __call__(self, slices: Sequence[Dataset], sample: Mapping) -> np.ndarray:
+        return self.from_volume(stack_slices(slices), self.slice_position(slices, sample))
+
+
+def _instance_number(ds: Dataset) -> int | None:
+    try:
+        return int(ds.InstanceNumber)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+MAMMO_ALIGNMENTS = ("chest_wall_left", "none")
+
+
+class MammoPreprocessor:
+    """A mammogram through its header's display pipeline, chest wall turned to the left, padded
+    square with background and resized to (1, size, size).
+
+    Mammograms are tall (1.25-1.4 rows per column, by detector) and show a left or a right
+    breast. Squashing them square, as XRayPreprocessor does, stretches each detector's images by
+    its own aspect ratio; padding keeps the breast's shape. ``align: chest_wall_left`` mirrors
+    an image whose right half holds more signal (the breast hugs the chest wall, the background
+    is dark once displayed), which works whatever the vendor's PatientOrientation; ``none``
+    keeps the stored orientation.
+    """
+
+    def __init__(self, size: int, align: str = "chest_wall_left") -> None:
+        if align not in MAMMO_ALIGNMENTS:
+            raise ShiftlabError(
+                f"dataset.preprocess.align={align!r}; choose one of {MAMMO_ALIGNMENTS}"
+            )
+        self.align = align
+        self.shape = (1, int(size), int(size))
+        self.resize = Resize(spatial_size=self.shape[1:], mode="area")
+
+    def from_display(self, image: np.ndarray) -> np.ndarray:
+        """A displayed mammogram (bright = dense, background dark) -> (1, size, size)."""
+        if self.align == "chest_wall_left":
+            half = image.shape[1] // 2
+            if image[:, image.shape[1] - half :].sum() > image[:, :half].sum():
+                image = image[:, ::-1]
+        rows, cols = image.shape
+        side = max(rows, cols)
+        square = np.zeros((side, side), dtype=np.float32)
+        top = (side - rows) // 2
+        square[top : top + rows, :cols] = image
+        return np.asarray(self.resize(torch.as_tensor(square)[None]), dtype=np.float32)
+
+    def __call__(self, slices: Sequence[Dataset], sample: Mapping) -> np.ndarray:
+        if len(slices) != 1:
+            raise ShiftlabError(
+                f"a mammography sample is one image, got {len(slices)} files: {_source(slices[0])}"
+            )
+        return self.from_display(xray_display(slices[0]))
+
+
+class CTVolumePreprocessor:
+    """A whole CT series (e.g. a head) in HU, windowed, resampled to (depth, size, size).
+
+    ``window`` = (low, high) HU maps to [0, 1] with clipping (default the brain window, level
+    40 / width 80); windowing comes before resampling so that bone far above the window cannot
+    bleed into brain voxels through interpolation. The volume is then resized to a fixed grid
+    with trilinear interpolation after a Gaussian anti-aliasing blur along each shrunk axis
+    (sigma = (factor - 1) / 2 voxels, edges extended, so border slices keep their level): the
+    whole scan fills the grid whatever its slice count or spacing (not a fixed mm spacing),
+    slices in the order ingest gives them (ascending along the normal).
+    """
+
+    def __init__(self, depth: int, size: int, window: Sequence[float] = (0.0, 80.0)) -> None:
+        if int(depth) < 1 or int(size) < 1:
+            raise ShiftlabError(
+                f"dataset.preprocess.depth and size must be positive, got {depth}, {size}"
+            )
+        if len(window) != 2 or window[0] >= window[1]:
+            raise ShiftlabError(f"dataset.preprocess.window must be [low, high], got {window}")
+        self.shape = (int(depth), int(size), int(size))
+        self.window = (float(window[0]), float(window[1]))
+        self.resize = Resize(spatial_size=self.shape, mode="trilinear")
+
+    def from_volume(self, hu: np.ndarray) -> np.ndarray:
+        windowed = window(hu, *self.window)
+        sigma = [max(0.0, (n / m - 1) / 2) for n, m in zip(windowed.shape, self.shape, strict=True)]
+        if any(sigma):
+            windowed = gaussian_filter(windowed, sigma, mode="nearest")
+        image = torch.as_tensor(windowed)[None]
+        return np.asarray(self.resize(image)[0], dtype=np.float32)
+
+    def __call__(self, slices: Sequence[Dataset], sample: Mapping) -> np.ndarray:
+        return self.from_volume(stack_slices(slices))

@@ -1,0 +1,1 @@
+"""Label recipes: read each public dataset's own published label files into a LabelTable."""

@@ -1,0 +1,148 @@
+"""Duke-Breast-Cancer-MRI (TCIA): does this slice show the tumour? (slice-level samples)
+
+Published format: ``Annotation_Boxes.xlsx`` (one sheet, one header row), one row per patient
+with columns ``Patient ID`` ("Breast_MRI_001" ..., the DICOM PatientID), ``Start Row``,
+``End Row``, ``Start Column``, ``End Column``, ``Start Slice``, ``End Slice``: a box around the
+patient's tumour. Every patient of the collection has cancer, so every patient gives both
+classes.
+
+Label rule, per patient and per slice of the annotated series:
+
+- 1 for every slice in [Start Slice, End Slice];
+- 0 for slices at least ``margin`` (default 3) slices away from the box (slice <= Start Slice -
+  margin or >= End Slice + margin); the slices in between are left out, because a tumour's edge
+  can reach past a hand-drawn box and a 2.5D sample also sees ``context`` neighbours;
+- negatives are capped at ``negatives_per_positive`` (default 1.0) times the patient's positive
+  slices (at least one): they are taken alternately below and above the box, nearest first, every
+  ``negative_stride`` (default 2) slices, so they show breast tissue near the tumour rather than
+  the empty ends of the volume.
+
+Sample names are "slice<NNN>" with extra column ``slice_index`` = slice number - 1: the 0-based
+position in ingest's slice order (ascending position along the slice normal).
+
+Caveats:
+
+- Slice numbering. This recipe assumes Start/End Slice are 1-based slice numbers in ascending
+  position order. If they count in file / InstanceNumber order instead (which runs top-down on
+  some scanners), set ``dataset.preprocess.slice_numbering=instance``; check a few patients by
+  eye before a long run. The slice count of a series is not in the box table, so negatives above
+  the box can fall past the last slice of a short series: preprocessing stops with an error naming
+  the sample (see README, known caveats).
+- Series. The boxes were drawn on one series per patient, taken to be the first post-contrast
+  series (the preset's series_filter); its SeriesDescription varies by scanner and protocol.
+- A patient listed twice gets the union of its boxes as positives and negatives away from all of
+  them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from shiftlab.errors import ShiftlabError
+from shiftlab.labels import LabelledSample, LabelTable
+
+PATIENT = "Patient ID"
+SLICE_COLUMNS = ("Start Slice", "End Slice")
+BOX_COLUMNS = ("Start Row", "End Row", "Start Column", "End Column", *SLICE_COLUMNS)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise ShiftlabError(
+            f"Duke annotation boxes not found: expected {path} (Annotation_Boxes.xlsx from "
+            "https://www.cancerimagingarchive.net/collection/duke-breast-cancer-mri/), or point "
+            "dataset.labels.path at it."
+        )
+    excel = path.suffix.lower() in (".xlsx", ".xls")
+    try:
+        table = pd.read_excel(path, dtype=object) if excel else pd.read_csv(path, dtype=object)
+    except Exception as error:  # a damaged or mis-named file: say which
+        raise ShiftlabError(f"cannot read Duke annotation boxes {path}: {error}") from error
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in (PATIENT, *BOX_COLUMNS) if c not in table.columns]
+    if missing:
+        raise ShiftlabError(
+            f"Duke annotation boxes {path} lack column(s) {missing}; expected "
+            f"{[PATIENT, *BOX_COLUMNS]}, found {list(table.columns)}."
+        )
+    return table
+
+
+def _slice_numbers(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    numbers = table[list(SLICE_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    bad = (
+        numbers.isna().any(axis=1)
+        | (numbers < 1).any(axis=1)
+        | (numbers[SLICE_COLUMNS[0]] > numbers[SLICE_COLUMNS[1]])
+        | (numbers != numbers.round()).any(axis=1)
+    )
+    if bad.any():
+        i = table.index[bad][0]
+        raise ShiftlabError(
+            f"Duke annotation boxes {path}, line {int(i) + 2}: Start Slice and End Slice must be "
+            f"whole numbers >= 1 with Start <= End, found "
+            f"{table.loc[i, list(SLICE_COLUMNS)].tolist()}."
+        )
+    return numbers.astype(int)
+
+
+def _negatives(boxes: list[tuple[int, int]], wanted: int, margin: int, stride: int) -> list[int]:
+    """1-based slice numbers of up to ``wanted`` negatives, alternately below and above."""
+    low = min(start for start, _ in boxes)
+    high = max(end for _, end in boxes)
+
+    def far(number: int) -> bool:
+        return all(number <= start - margin or number >= end + margin for start, end in boxes)
+
+    below = [s for s in range(low - margin, 0, -stride) if far(s)]
+    above = [high + margin + i * stride for i in range(wanted)]
+    above = [s for s in above if far(s)]
+    chosen: list[int] = []
+    while len(chosen) < wanted and (below or above):
+        for side in (below, above):
+            if side and len(chosen) < wanted:
+                chosen.append(side.pop(0))
+    return sorted(chosen)
+
+
+def read_labels(
+    path: str | os.PathLike[str],
+    margin: int = 3,
+    negatives_per_positive: float = 1.0,
+    negative_stride: int = 2,
+) -> LabelTable:
+    """Read ``Annotation_Boxes.xlsx`` into slice samples keyed by PatientID (see above)."""
+    if margin < 1 or negative_stride < 1 or negatives_per_positive < 0:
+        raise ShiftlabError(
+            f"dataset.labels: margin ({margin}) and negative_stride ({negative_stride}) must be "
+            f">= 1 and negatives_per_positive ({negatives_per_positive}) >= 0."
+        )
+    path = Path(path)
+    table = _read_table(path)
+    numbers = _slice_numbers(table, path)
+    patients = table[PATIENT].astype(str).str.strip()
+    if (patients == "").any() or table[PATIENT].isna().any():
+        line = int(table.index[(patients == "") | table[PATIENT].isna()][0]) + 2
+        raise ShiftlabError(f"Duke annotation boxes {path}: empty {PATIENT!r} on line {line}.")
+
+    boxes: dict[str, list[tuple[int, int]]] = {}
+    for patient, start, end in zip(
+        patients, numbers[SLICE_COLUMNS[0]], numbers[SLICE_COLUMNS[1]], strict=True
+    ):
+        boxes.setdefault(patient, []).append((int(start), int(end)))
+
+    samples: dict[str, list[LabelledSample]] = {}
+    for patient, patient_boxes in boxes.items():
+        positives = sorted({s for start, end in patient_boxes for s in range(start, end + 1)})
+        wanted = round(negatives_per_positive * len(positives))
+        wanted = max(1, wanted) if negatives_per_positive > 0 else 0
+        negatives = _negatives(patient_boxes, wanted, margin, negative_stride)
+        labelled = [(s, 1) for s in positives] + [(s, 0) for s in negatives]
+        samples[patient] = [
+            LabelledSample(name=f"slice{s - 1:03d}", label=label, extra={"slice_index": s - 1})
+            for s, label in sorted(labelled)
+        ]
+    return LabelTable(key_tag="PatientID", samples=samples)

@@ -1,0 +1,137 @@
+"""VinDr-CXR 1.0.0 (PhysioNet): image-level labels, "any finding" vs "No finding".
+
+Published format (``annotations/`` of the release):
+
+- ``image_labels_train.csv``: one row per (image, radiologist): ``image_id``, ``rad_id`` (e.g.
+  ``R8``), then one 0/1 column per finding and diagnosis ("Aortic enlargement" ... "Other
+  diseases") and last ``No finding``. Every training image was read independently by three of
+  the 17 radiologists, so it has three rows that may disagree.
+- ``image_labels_test.csv``: one row per image, the consensus of five radiologists, without
+  ``rad_id``; the same label columns, except that "Other diseases" is spelled "Other disease".
+
+``image_id`` is the name of the image's file without its extension (``train/<image_id>.dicom``),
+so the table is keyed by the pseudo keyword FileStem.
+
+Label rule: an image is negative (0) when more than ``negative_majority`` of its readers ticked
+``No finding`` (training images: at least 2 of 3; test images: the consensus row), positive (1)
+otherwise. Only the ``No finding`` column is read: a reader who ticked it found nothing, whatever
+the other columns say, and a reader who did not tick it found something.
+
+Caveats:
+
+- VinDr-CXR releases no patient identifiers (the headers keep no PatientID and the ids are
+  hashes of the image), so every image is its own patient (``LabelledSample.patient`` =
+  ``image_id``). Two images of one person can land in different splits.
+- The official train/test partition is not used as shiftlab's split: both files are read and
+  shiftlab re-splits by patient inside each scanner vendor. Training images carry the
+  3-reader majority label, test images the 5-reader consensus, so label noise differs between
+  the two halves of the release.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from shiftlab.errors import ShiftlabError
+from shiftlab.labels import FILE_STEM, LabelledSample, LabelTable
+
+
+def _read_csv(path: Path, wanted: list[str]) -> pd.DataFrame:
+    if not path.is_file():
+        raise ShiftlabError(
+            f"VinDr-CXR label file not found: {path}. It is annotations/{path.name} of the "
+            "PhysioNet release; point dataset.labels.path / test_path at it."
+        )
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in wanted if c not in table.columns]
+    if missing:
+        raise ShiftlabError(
+            f"VinDr-CXR label file {path} lacks column(s) {missing}; expected {wanted} (plus one "
+            f"0/1 column per finding), found {list(table.columns)}."
+        )
+    return table
+
+
+def _votes(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """The 0/1 values of one column as integers, refusing anything else."""
+    raw = table[column].str.strip()
+    numbers = pd.to_numeric(raw, errors="coerce")
+    bad = ~numbers.isin([0, 1])
+    if bad.any():
+        examples = [f"line {i + 2}: {raw[i]!r}" for i in table.index[bad][:5]]
+        raise ShiftlabError(
+            f"VinDr-CXR label file {path}: column {column!r} must hold 0 or 1, found "
+            f"{int(bad.sum())} other value(s) ({'; '.join(examples)})."
+        )
+    return numbers.astype(int)
+
+
+def read_labels(
+    path: str | os.PathLike[str],
+    test_path: str | os.PathLike[str] | None = None,
+    image_column: str = "image_id",
+    reader_column: str | None = "rad_id",
+    no_finding_column: str = "No finding",
+    negative_majority: float = 0.5,
+    key_tag: str = FILE_STEM,
+) -> LabelTable:
+    """Read ``image_labels_train.csv`` (and ``image_labels_test.csv``) into one LabelTable.
+
+    ``path`` holds one row per reader of an image (``reader_column`` names the reader; null
+    when there is none), ``test_path`` (optional) one consensus row per image. An image is
+    labelled 0 when the fraction of its rows with ``no_finding_column`` = 1 exceeds
+    ``negative_majority`` (default 0.5: a strict majority), else 1. An image may appear in only
+    one of the two files; a reader may read an image only once.
+    """
+    if not 0 <= negative_majority < 1:
+        raise ShiftlabError(
+            f"dataset.labels.negative_majority={negative_majority}; expected 0 <= value < 1 "
+            "(the fraction of readers that must tick 'No finding' for a negative image)."
+        )
+    files = [(Path(path), reader_column)]
+    if test_path is not None:
+        files.append((Path(test_path), None))  # the consensus file has no reader column
+
+    votes: dict[str, list[int]] = {}
+    source: dict[str, Path] = {}
+    for file, readers in files:
+        wanted = [image_column, *([readers] if readers else []), no_finding_column]
+        table = _read_csv(file, wanted)
+        images = table[image_column].str.strip()
+        if (images == "").any():
+            line = int(table.index[images == ""][0]) + 2
+            raise ShiftlabError(
+                f"VinDr-CXR label file {file}: empty {image_column!r} on line {line}."
+            )
+        if readers:
+            repeated = table.assign(_image=images).duplicated(["_image", readers])
+            if repeated.any():
+                line = int(table.index[repeated][0]) + 2
+                raise ShiftlabError(
+                    f"VinDr-CXR label file {file}: line {line} repeats a reading "
+                    f"({image_column} {images[table.index[repeated][0]]!r}, {readers} "
+                    f"{table[readers][table.index[repeated][0]]!r})."
+                )
+        no_finding = _votes(table, no_finding_column, file)
+        for image, vote in zip(images, no_finding, strict=True):
+            if source.setdefault(image, file) != file:
+                raise ShiftlabError(
+                    f"VinDr-CXR image {image!r} is listed in both {source[image]} and {file}."
+                )
+            votes.setdefault(image, []).append(int(vote))
+
+    samples = {
+        image: [
+            LabelledSample(
+                name="",
+                label=0 if sum(nf) / len(nf) > negative_majority else 1,
+                patient=image,
+            )
+        ]
+        for image, nf in votes.items()
+    }
+    return LabelTable(key_tag=key_tag, samples=samples)

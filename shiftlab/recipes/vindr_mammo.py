@@ -1,0 +1,122 @@
+"""VinDr-Mammo 1.0.0 (PhysioNet): BI-RADS >= 4 vs BI-RADS 1, one sample per image.
+
+Published format: ``breast-level_annotations.csv`` has one row per image (``images/<study_id>/
+<image_id>.dicom``) with ``study_id``, ``series_id``, ``image_id``, ``laterality`` (L, R),
+``view_position`` (CC, MLO), ``height``, ``width``, ``breast_birads`` ("BI-RADS 1" ...
+"BI-RADS 5", the assessment of that image's breast after double reading and arbitration),
+``breast_density`` ("DENSITY A" ... "DENSITY D") and ``split`` (training, test). Each exam has
+the four standard views (L/R x CC/MLO). ``finding_annotations.csv`` (boxes of the non-benign
+findings) is not needed for this task.
+
+Label rule: an image is positive (1) when its breast is BI-RADS >= ``positive_min`` (4:
+suspicious or highly suggestive of malignancy), negative (0) when BI-RADS <= ``negative_max``
+(1: negative). BI-RADS 2 (benign) and 3 (probably benign) sit in between and are left out by
+default, so the negative class is clean screening-negative breasts; set ``negative_max: 3`` to
+keep them as negatives. BI-RADS 0 (incomplete, not in VinDr-Mammo 1.0.0) is always left out.
+The two breasts of an exam can differ, so one exam can give both classes.
+
+Caveats:
+
+- ``patient`` is the ``study_id``: the release carries no patient identifier, so shiftlab assumes
+  one exam per woman. All images of an exam stay in one split; if a woman had two exams in the
+  release they could still land in different splits.
+- The BI-RADS is a radiological assessment, not biopsy-proven malignancy.
+- The official ``split`` column is not used: shiftlab re-splits by exam inside each vendor.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from shiftlab.errors import ShiftlabError
+from shiftlab.labels import FILE_STEM, LabelledSample, LabelTable
+
+_BIRADS = re.compile(r"^(?:BI-?RADS\s*)?([0-6])[A-C]?$", re.IGNORECASE)
+
+
+def parse_birads(value: str) -> int | None:
+    """ "BI-RADS 4" (or "4", "BI-RADS 4A") -> 4; None when the text is not a BI-RADS category."""
+    match = _BIRADS.match(value.strip())
+    return int(match.group(1)) if match else None
+
+
+def read_labels(
+    path: str | os.PathLike[str],
+    positive_min: int = 4,
+    negative_max: int = 1,
+    image_column: str = "image_id",
+    study_column: str = "study_id",
+    birads_column: str = "breast_birads",
+    extra_columns: tuple[str, ...] | list[str] = ("laterality", "view_position"),
+    key_tag: str = FILE_STEM,
+) -> LabelTable:
+    """Read ``breast-level_annotations.csv`` into a LabelTable keyed by image_id (FileStem).
+
+    Images whose BI-RADS lies strictly between ``negative_max`` and ``positive_min`` are left out.
+    ``extra_columns`` are copied into the manifest (laterality and view by default).
+    """
+    if not negative_max < positive_min:
+        raise ShiftlabError(
+            f"dataset.labels: negative_max={negative_max} must be below "
+            f"positive_min={positive_min} (BI-RADS categories)."
+        )
+    path = Path(path)
+    if not path.is_file():
+        raise ShiftlabError(
+            f"VinDr-Mammo label file not found: {path}. It is breast-level_annotations.csv at "
+            "the top of the PhysioNet release; point dataset.labels.path at it."
+        )
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table.columns = [str(c).strip() for c in table.columns]
+    wanted = [study_column, image_column, birads_column, *extra_columns]
+    missing = [c for c in wanted if c not in table.columns]
+    if missing:
+        raise ShiftlabError(
+            f"VinDr-Mammo label file {path} lacks column(s) {missing}; expected {wanted}, "
+            f"found {list(table.columns)}."
+        )
+    images = table[image_column].str.strip()
+    studies = table[study_column].str.strip()
+    empty = (images == "") | (studies == "")
+    if empty.any():
+        line = int(table.index[empty][0]) + 2
+        raise ShiftlabError(
+            f"VinDr-Mammo label file {path}: empty {image_column!r} or {study_column!r} on "
+            f"line {line}."
+        )
+    repeated = images.duplicated()
+    if repeated.any():
+        i = int(table.index[repeated][0])
+        first = int(table.index[images == images[i]][0])
+        raise ShiftlabError(
+            f"VinDr-Mammo label file {path}: {image_column} {images[i]!r} appears twice "
+            f"(lines {first + 2} and {i + 2})."
+        )
+    birads = table[birads_column].map(parse_birads)
+    bad = birads.isna()
+    if bad.any():
+        examples = [f"line {i + 2}: {table[birads_column][i]!r}" for i in table.index[bad][:5]]
+        raise ShiftlabError(
+            f"VinDr-Mammo label file {path}: column {birads_column!r} must hold BI-RADS "
+            f"categories such as 'BI-RADS 4', found {int(bad.sum())} other value(s) "
+            f"({'; '.join(examples)})."
+        )
+
+    samples: dict[str, list[LabelledSample]] = {}
+    for i in table.index:
+        category = int(birads[i])
+        if category == 0:  # "incomplete: needs additional imaging", no assessment yet
+            continue
+        if category >= positive_min:
+            label = 1
+        elif category <= negative_max:
+            label = 0
+        else:
+            continue
+        extra = {c: table[c][i].strip() for c in extra_columns}
+        samples[images[i]] = [LabelledSample(name="", label=label, extra=extra, patient=studies[i])]
+    return LabelTable(key_tag=key_tag, samples=samples)

@@ -1,0 +1,1 @@
+"""Miniature official-layout twins of the public datasets (synthetic DICOM, not real data)."""
