@@ -88,6 +88,24 @@ def test_same_image_in_monochrome1_and_monochrome2_displays_identically() -> Non
     np.testing.assert_allclose(xray_display(mono2), xray_display(mono1), atol=1e-3)
 
 
+@pytest.mark.parametrize(
+    ("photometric", "shape", "inverted"),
+    [
+        ("MONOCHROME1", "INVERSE", True),  # the DX/MG pairing: one inversion, not two
+        ("MONOCHROME2", "IDENTITY", False),
+        ("MONOCHROME2", "INVERSE", True),  # found in mammography archives
+        ("MONOCHROME1", "IDENTITY", False),  # the Presentation LUT Shape takes precedence
+    ],
+)
+def test_presentation_lut_shape_decides_the_inversion(
+    photometric: str, shape: str, inverted: bool
+) -> None:
+    stored = np.array([[0, 1024], [2048, 4095]])
+    ds = _radiograph(stored, photometric, bits_stored=12, PresentationLUTShape=shape)
+    expected = 1 - stored / 4095 if inverted else stored / 4095
+    np.testing.assert_allclose(xray_display(ds), expected, atol=1e-6)
+
+
 def test_window_centre_and_width_are_applied_before_inversion() -> None:
     stored = np.array([[0, 1000], [1499, 3000]])
     ds = _radiograph(stored, "MONOCHROME1", 12, WindowCenter=[1500, 2048], WindowWidth=[1001, 4096])

@@ -135,8 +135,10 @@ def xray_display(ds: Dataset) -> np.ndarray:
 
     The header's own display pipeline: modality LUT; then the first VOI LUT if present, else the
     first window (with its VOILUTFunction), else the full stored range of BitsStored; then
-    MONOCHROME1 (low value = bright) inverted. Whatever the vendor's encoding, the result is
-    on one scale.
+    inverted where the header says low values are bright: by PresentationLUTShape INVERSE when
+    that attribute is present (it takes precedence, as in the DX and MG image modules, which pair
+    INVERSE with MONOCHROME1), else by MONOCHROME1. Whatever the vendor's encoding, the result
+    is on one scale.
     """
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
@@ -157,7 +159,8 @@ def xray_display(ds: Dataset) -> np.ndarray:
         low, high = _stored_range(ds)
         shown = (values - low) / (high - low)
     shown = np.clip(shown, 0, 1)
-    if photometric == "MONOCHROME1":
+    shape = str(ds.get("PresentationLUTShape", "")).strip().upper()
+    if (shape == "INVERSE") if shape in ("INVERSE", "IDENTITY") else photometric == "MONOCHROME1":
         shown = 1 - shown
     return shown.astype(np.float32)
 
