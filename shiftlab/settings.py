@@ -2,9 +2,10 @@
 
 Run directories are named by the hash (not by timestamps), so two launches of the same settings
 find each other's runs, on any machine. Where files live (``paths``, shown as ``<data_dir>`` …
-wherever they are interpolated), how the run is logged (``logger``) and Hydra's own settings do
-not change a result and are left out. The same masked settings are what reaches W&B, so no local
-path (which may hold a patient folder name) leaves the machine.
+wherever they are interpolated), how the run is logged (``logger``) or launched (``launcher``),
+what the trainer only displays (``DISPLAY_ONLY``) and Hydra's own settings do not change a result
+and are left out. The same masked settings are what reaches W&B, so no local path (which may hold
+a patient folder name) leaves the machine.
 """
 
 from __future__ import annotations
@@ -15,14 +16,21 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-NOT_SETTINGS = ("hydra", "paths", "logger")
+NOT_SETTINGS = ("hydra", "paths", "logger", "launcher")
+# Trainer options that change what is printed or how often curves are logged, never the model.
+DISPLAY_ONLY = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps")
 
 
 def settings(cfg: DictConfig) -> dict[str, Any]:
     raw = OmegaConf.to_container(cfg, resolve=False)
-    raw.pop("hydra", None)
+    # Dropped before resolving: nothing interpolates them, and the launcher's settings may ask
+    # the machine (its GPU count), which a run's identity must not depend on.
+    for key in ("hydra", "logger", "launcher"):
+        raw.pop(key, None)
     raw["paths"] = {key: f"<{key}>" for key in raw.get("paths", {})}
     resolved = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+    for key in DISPLAY_ONLY:
+        resolved.get("trainer", {}).pop(key, None)
     return {key: value for key, value in resolved.items() if key not in NOT_SETTINGS}
 
 
@@ -41,10 +49,18 @@ def dataset_root(name: str, *, _root_: DictConfig) -> str:
     return f"{data_dir}/twins/{name}" if _root_.get("twin", False) else f"{data_dir}/{name}"
 
 
+def _visible_gpu_count() -> int:
+    from shiftlab.grid import visible_gpus  # the launcher's business, imported only when asked
+
+    return len(visible_gpus())
+
+
 def register_resolvers() -> None:
     """``${run_hash:}`` in Hydra's run and sweep directories, ``${dataset_root:<name>}`` in
-    dataset configs."""
+    dataset configs, ``${visible_gpu_count:}`` in the local multi-GPU launcher."""
     if not OmegaConf.has_resolver("run_hash"):
         OmegaConf.register_new_resolver("run_hash", lambda *, _root_: settings_hash(_root_))
+    if not OmegaConf.has_resolver("visible_gpu_count"):
+        OmegaConf.register_new_resolver("visible_gpu_count", _visible_gpu_count)
     if not OmegaConf.has_resolver("dataset_root"):
         OmegaConf.register_new_resolver("dataset_root", dataset_root)

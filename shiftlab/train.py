@@ -2,11 +2,17 @@
 
 python -m shiftlab.train                                   # synthetic MRI, ge -> siemens
 python -m shiftlab.train dataset=mri_breast source=ge target=siemens seed=3
+python -m shiftlab.train experiment=paper_grid             # the study's grid (conf/experiment/)
+
+A run whose record is complete is not trained again; an incomplete one resumes from its
+last.ckpt; one that another live process trains is skipped (shiftlab/grid.py).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -19,11 +25,15 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.environments import LightningEnvironment
+from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from shiftlab.data.datamodule import ShiftDataModule
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import exit_on_user_error, instantiate
+from shiftlab.grid import RunLock, describe, pin_gpu
 from shiftlab.models.classifier import ShiftClassifier
 from shiftlab.record import RunRecord
 from shiftlab.settings import register_resolvers, settings, settings_hash
@@ -100,7 +110,20 @@ def _result(
             "val_source_auroc": float(checkpoint.best_model_score),
         },
         "samples": datamodule.counts(),
+        "shift": datamodule.shift_record(),
         "timings_s": {name: round(seconds, 2) for name, seconds in timings.items()},
+    }
+
+
+def _wandb_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """Run summary in W&B: every metric, plus in-domain / cross-domain AUROC under names that
+    are the same in every scenario (so one W&B table compares the whole grid), and the shift."""
+    metrics, shift = result["metrics"], result["shift"]
+    return {
+        **metrics,
+        "test/in_domain_auroc": metrics[f"test/{result['source']}/auroc"],
+        "test/cross_domain_auroc": metrics[f"test/{result['target']}/auroc"],
+        **{f"shift/{key}": value for key, value in shift.items()},
     }
 
 
@@ -111,17 +134,33 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     ensure_manifest(cfg)
     datamodule: ShiftDataModule = instantiate(cfg.data)  # validates the domains
     record = RunRecord(run_dir)
-    record.start(cfg)
+    config_hash = settings_hash(cfg)
+    resume = record.resume_point(config_hash)  # read by every process before any writes
+    # In a distributed run (torchrun, srun) the record is written by global rank 0 only.
+    writer = rank_zero_only.rank == 0
+    if writer:
+        record.start(
+            cfg,
+            config_hash,
+            resume,
+            started_at=time.time(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = ShiftClassifier(
         net=instantiate(cfg.model.net),
         val_domains=datamodule.val_domains,
         test_domains=datamodule.test_domains,
+        channels_last=cfg.runtime.channels_last,
+        compile_net=cfg.runtime.compile,
         **cfg.optim,
     )
     checkpoint: ModelCheckpoint = instantiate(
         cfg.callbacks.checkpoint, dirpath=str(run_dir / "checkpoints")
     )
+    last: ModelCheckpoint = instantiate(cfg.callbacks.last, dirpath=str(run_dir / "checkpoints"))
     logger = None
     failed = True
     try:
@@ -129,14 +168,36 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         # What reaches the logger (and W&B): settings with paths masked, never patient data.
         logger.log_hyperparams(settings(cfg))
         trainer: L.Trainer = instantiate(
-            cfg.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=[checkpoint]
+            cfg.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=[checkpoint, last]
         )
         fit_started = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume and str(resume[0]))
         test_started = time.perf_counter()
         # Both evaluations use the selected checkpoint, so val and test numbers describe one model.
-        validated = trainer.validate(model, datamodule=datamodule, ckpt_path="best", verbose=False)
-        tested = trainer.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)
+        best: str | None = checkpoint.best_model_path
+        if trainer.world_size > 1:
+            # Evaluated by global rank 0 alone, on its device, outside the process group: DDP's
+            # samplers would split (and pad) the evaluation sets and the predictions table.
+            device, is_writer = trainer.strategy.root_device, trainer.is_global_zero
+            torch.distributed.destroy_process_group()
+            if not is_writer:
+                failed = False
+                return {}
+            trainer = instantiate(
+                cfg.trainer,
+                devices=1,
+                num_nodes=1,
+                strategy=SingleDeviceStrategy(device),
+                plugins=[LightningEnvironment()],
+                default_root_dir=str(run_dir),
+                logger=logger,
+                callbacks=[],
+            )
+            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            model.load_state_dict(state)
+            best = None  # the weights are loaded; the new trainer has no checkpoint callback
+        validated = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        tested = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
         finished = time.perf_counter()
         timings = {
             "setup": fit_started - started,
@@ -145,10 +206,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             "total": finished - started,
         }
         result = _result(cfg, datamodule, checkpoint, [*validated, *tested], timings)
+        result["resumed_from_epoch"] = resume and resume[1]
         record.write_predictions(_predictions(model, datamodule))
+        if datamodule.shift["name"] == "injection":
+            record.write_table("injected.csv", datamodule.injection_table())
         record.write_metrics(result)
         if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(result["metrics"])
+            logger.experiment.summary.update(_wandb_summary(result))
         record.finish()
         failed = False
     finally:
@@ -172,14 +236,35 @@ def summary(result: dict[str, Any]) -> str:
 register_resolvers()
 
 
+def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any] | None:
+    """``train`` unless the run is done (its metrics come back) or a live process trains it
+    (None). Only global rank 0 of a distributed run takes the run's lock."""
+    run_dir = Path(run_dir)
+    finished = RunRecord(run_dir).finished(settings_hash(cfg))
+    if finished is not None:
+        print(f"already done, not trained again: {run_dir}")
+        return finished
+    if rank_zero_only.rank != 0:
+        return train(cfg, run_dir)
+    with RunLock(run_dir) as lock:
+        if lock.holder is not None:
+            print(f"running elsewhere ({describe(lock.holder)}), skipped: {run_dir}")
+            return None
+        return train(cfg, run_dir)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     _quiet_library_noise()
     with exit_on_user_error():
-        result = train(cfg, run_dir)
-    print(summary(result))
-    print(f"  run record: {run_dir}")
+        launcher = cfg.get("launcher") or {}
+        if launcher.get("slot_dir"):  # launcher=local_gpus: this worker's own GPU, before CUDA
+            print(f"GPU {pin_gpu(int(launcher.gpus), launcher.slot_dir)}: {run_dir}")
+        result = run(cfg, run_dir)
+    if result:
+        print(summary(result))
+        print(f"  run record: {run_dir}")
 
 
 if __name__ == "__main__":

@@ -154,3 +154,11 @@ def test_run_directory_is_named_by_scenario_seed_and_settings_hash(tmp_path: Pat
     assert Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir == Path(cfg.hydra.run.dir)
     assert Path(other.hydra.run.dir).name == f"mrnet2d-seed5-{settings_hash(other)}"
     assert settings_hash(other) != settings_hash(cfg)
+
+
+def test_mammograms_are_not_flipped_unless_asked(tmp_path: Path) -> None:
+    """Flips would undo the chest-wall alignment of the mammography preset; others keep them."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    assert compose_train(data, out, "dataset=xray_mammo").data.hflip is False
+    assert compose_train(data, out, "dataset=xray_chest").data.hflip is True
+    assert compose_train(data, out, "dataset=xray_mammo", "data.hflip=true").data.hflip is True

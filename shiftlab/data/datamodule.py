@@ -15,30 +15,14 @@ import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from shiftlab.data import cache
 from shiftlab.data.domains import Domains, domain_rows, resolve_domains
+from shiftlab.data.loading import CachedSeries, loader_options, loader_workers
+from shiftlab.data.shift import TrainingNoise, check_shift, noise_std, pixel_std, training_set
 from shiftlab.errors import ShiftlabError
 from shiftlab.manifest import load_manifest
-
-
-class CachedSeries(Dataset):
-    """Rows of the preprocessing cache: (image, label, manifest row index)."""
-
-    def __init__(self, arrays: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> None:
-        self.arrays, self.rows, self.labels = arrays, rows, labels
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        row = int(self.rows[i])
-        return {
-            "image": torch.from_numpy(np.array(self.arrays[row])),
-            "label": torch.tensor(float(self.labels[i])),
-            "row": torch.tensor(row),
-        }
 
 
 def _label_counts(frame: pd.DataFrame) -> str:
@@ -61,6 +45,11 @@ class ShiftDataModule(L.LightningDataModule):
         num_workers: int = 0,
         hflip: bool = True,
         dataset_name: str | None = None,
+        gpu_workers: Mapping[str, int] | None = None,
+        modality: str | None = None,
+        shift: Mapping | None = None,
+        split_seed: int = 0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.manifest, self.manifest_meta = load_manifest(manifest_dir, dataset_name)
@@ -74,12 +63,26 @@ class ShiftDataModule(L.LightningDataModule):
             else dict(preprocess)
         )
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.num_workers = num_workers
+        # On CUDA the modality's gpu_workers entry, where it has one (shiftlab/data/loading.py).
+        self.num_workers = loader_workers(num_workers, gpu_workers, modality)
         self.hflip = hflip
         self.val_domains = self._usable("val")
         self.test_domains = self._usable("test")
         self._check_source_and_target()
         self.arrays: np.ndarray | None = None
+        # The ablation (shiftlab/data/shift.py): which rows train, and noise on their images.
+        self.shift = _plain(shift) if shift is not None else {"name": "none"}
+        check_shift(self.shift)
+        self.training = training_set(
+            self.frame(self.domains.source, "train"),
+            self.frame(self.domains.target, "train"),
+            self.shift,
+            split_seed,
+            target=self.domains.target,
+        )
+        self.seed = seed
+        self.noise: TrainingNoise | None = None
+        self.train_pixel_std: float | None = None
 
     @property
     def manifest_sha256(self) -> str:
@@ -129,11 +132,21 @@ class ShiftDataModule(L.LightningDataModule):
                 self.preprocess,
                 self.cache_dir,
             )
+        if self.shift["name"] == "noise" and self.noise is None:
+            self.train_pixel_std = pixel_std(self.arrays, self._rows(self.training.frame))
+            std = noise_std(
+                float(self.shift["alpha"]), self.shift["reference"], self.train_pixel_std
+            )
+            self.noise = TrainingNoise(std, self.seed)
+
+    def _rows(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.manifest.index.get_indexer(frame.index)
+
+    def _series(self, frame: pd.DataFrame) -> CachedSeries:
+        return CachedSeries(self.arrays, self._rows(frame), frame["label"].to_numpy())
 
     def _dataset(self, domain: str, split: str) -> CachedSeries:
-        frame = self.frame(domain, split)
-        rows = self.manifest.index.get_indexer(frame.index)
-        return CachedSeries(self.arrays, rows, frame["label"].to_numpy())
+        return self._series(self.frame(domain, split))
 
     def _loader(self, dataset: CachedSeries, train: bool) -> DataLoader:
         return DataLoader(
@@ -141,13 +154,11 @@ class ShiftDataModule(L.LightningDataModule):
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
             drop_last=train and len(dataset) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            **loader_options(self.num_workers),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset(self.domains.source, "train"), train=True)
+        return self._loader(self._series(self.training.frame), train=True)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(self._dataset(d, "val"), train=False) for d in self.val_domains]
@@ -161,6 +172,8 @@ class ShiftDataModule(L.LightningDataModule):
             image = batch["image"]
             flip = torch.rand(image.shape[0], device=image.device) < 0.5
             batch["image"] = torch.where(flip.view(-1, 1, 1, 1), image.flip(-1), image)
+        if self.noise is not None and self.trainer is not None and self.trainer.training:
+            batch["image"] = self.noise(batch["image"], self.trainer.current_epoch)
         return batch
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -169,3 +182,36 @@ class ShiftDataModule(L.LightningDataModule):
             d: {s: len(self.frame(d, s)) for s in ("train", "val", "test")}
             for d in self.domains.names
         }
+
+    def shift_record(self) -> dict:
+        """The ablation as it was applied, for the run record (ids go to injected.csv)."""
+        record = dict(self.shift)
+        train = self.training
+        if record["name"] == "injection":
+            size = len(train.frame)
+            record |= {
+                "train_samples": size,
+                "source_samples": size - len(train.injected),
+                "target_samples": len(train.injected),
+                "dropped_source_samples": len(train.dropped),
+                "achieved_fraction": len(train.injected) / size if size else 0.0,
+            }
+        if record["name"] == "noise":
+            std = self.noise.std if self.noise is not None else None
+            record |= {"train_pixel_std": self.train_pixel_std, "noise_std": std}
+        return record
+
+    def injection_table(self) -> pd.DataFrame:
+        """The rows an injection changed: target rows added, source rows they replaced."""
+        columns = ["sample_id", "patient_id", "vendor", "split", "label"]
+        parts = [
+            self.training.injected[columns].assign(role="injected"),
+            self.training.dropped[columns].assign(role="dropped"),
+        ]
+        return pd.concat(parts, ignore_index=True)
+
+
+def _plain(mapping: Mapping) -> dict:
+    if isinstance(mapping, DictConfig):
+        return OmegaConf.to_container(mapping, resolve=True)
+    return dict(mapping)
