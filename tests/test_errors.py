@@ -81,35 +81,38 @@ def test_manifest_made_with_another_split_seed(small_set: SyntheticSet, tmp_path
 
 
 def write_real_dataset(data_dir: Path, positives: dict[str, int], negatives: int = 4) -> None:
-    """A tiny Duke-like download: <PatientID>/<study>/<series>/1-NN.dcm plus labels.csv."""
-    dicom_root = data_dir / "mri_breast" / "Duke-Breast-Cancer-MRI"
-    labels = {}
+    """A tiny dataset of one's own (dataset=custom): one series folder per patient and the
+    hand-written sample table naming them."""
+    root = data_dir / "custom"
+    rows = []
     for vendor, manufacturer in (("ge", "GE MEDICAL SYSTEMS"), ("siemens", "SIEMENS")):
         for i in range(negatives + positives[vendor]):
             patient = f"Breast_MRI_{vendor}_{i:03d}"
-            written = write_series(
-                dicom_root / patient / "01-01-1990-MRI BREAST" / "3.000000-ax dyn 1st pass",
-                patient_id=patient,
-                manufacturer=manufacturer,
+            folder = Path("scans") / patient / "ax dyn 1st pass"
+            write_series(root / folder, patient_id=patient, manufacturer=manufacturer)
+            rows.append(
+                {
+                    "path": folder.as_posix(),
+                    "patient_id": patient,
+                    "manufacturer": "",  # from the files' Manufacturer
+                    "label": int(i >= negatives),
+                }
             )
-            labels[written.series_uid] = int(i >= negatives)
-    pd.DataFrame({"series_uid": list(labels), "label": list(labels.values())}).to_csv(
-        data_dir / "mri_breast" / "labels.csv", index=False
-    )
+    pd.DataFrame(rows).to_csv(root / "samples.csv", index=False)
 
 
 def test_real_dataset_without_manifest_names_the_ingest_command(tmp_path: Path) -> None:
     write_real_dataset(tmp_path / "data", positives={"ge": 4, "siemens": 4})
-    cfg = compose_train(tmp_path / "data", tmp_path / "out", "dataset=mri_breast")
+    cfg = compose_train(tmp_path / "data", tmp_path / "out", "dataset=custom")
     message = fails_before_training(cfg, tmp_path / "run")
-    assert str(tmp_path / "data" / "mri_breast" / "Duke-Breast-Cancer-MRI") in message
-    assert "python -m shiftlab.ingest dataset=mri_breast split_seed=0" in message
+    assert str(tmp_path / "data" / "custom") in message
+    assert "python -m shiftlab.ingest dataset=custom split_seed=0" in message
 
 
 def test_split_without_both_classes(tmp_path: Path) -> None:
     # One Siemens patient with a lesion: the split puts it in train, so Siemens test has none.
     write_real_dataset(tmp_path / "data", positives={"ge": 4, "siemens": 1})
-    cfg = compose_train(tmp_path / "data", tmp_path / "out", "dataset=mri_breast")
+    cfg = compose_train(tmp_path / "data", tmp_path / "out", "dataset=custom")
     with contextlib.redirect_stdout(io.StringIO()):
         run_ingest(cfg.dataset, cfg.paths, cfg.split_seed)
     manifest = pd.read_csv(Path(cfg.dataset.manifest_dir) / "manifest.csv")
@@ -122,7 +125,7 @@ def test_split_without_both_classes(tmp_path: Path) -> None:
     assert "both classes" in message
     # As the source, the same vendor lacks positives in its validation split too.
     reverse = compose_train(
-        tmp_path / "data", tmp_path / "out", "dataset=mri_breast", "source=siemens", "target=ge"
+        tmp_path / "data", tmp_path / "out", "dataset=custom", "source=siemens", "target=ge"
     )
     message = fails_before_training(reverse, tmp_path / "reverse")
     assert re.search(r"domain 'siemens' split '(val|test)' has \d+ negative, 0 positive", message)
@@ -155,7 +158,7 @@ def test_target_validation_split_without_both_classes_is_not_reported_as_a_numbe
     cfg = compose_train(
         tmp_path / "data",
         tmp_path / "out",
-        "dataset=mri_breast",
+        "dataset=custom",
         "dataset.split_fractions={train: 0.5, val: 0.15, test: 0.35}",
         "dataset.preprocess.slices=3",
         "dataset.preprocess.size=64",

@@ -207,6 +207,7 @@ def test_slices_outside_their_series_are_dropped_with_a_reason(tmp_path: Path) -
     assert len(df) == 16 * 3 - 2
     assert "samples dropped:    2" in output
     skipped = pd.read_csv(Path(cfg.manifest_dir) / "skipped.csv")
-    assert skipped["reason"].tolist() == [
-        "sample slice9: slice_index 9 outside the series' 4 slices"
-    ] * 2
+    assert (
+        skipped["reason"].tolist()
+        == ["sample slice9: slice_index 9 outside the series' 4 slices"] * 2
+    )
