@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from shiftlab.errors import ShiftlabError
+from shiftlab.recipes.tables import read_label_file, required_text, text, zero_one
 
 
 @dataclass(frozen=True)
@@ -74,47 +75,33 @@ def read_label_table(
     sample_column: str | None = None,
     extra_columns: Sequence[str] = (),
 ) -> LabelTable:
-    """Read a CSV (or .tsv) label file; keys are kept as text so UIDs never turn into floats.
+    """Read a CSV, .tsv or .xlsx label file; keys stay text so UIDs never turn into floats.
 
     Without `sample_column` each key is one sample (repeated rows must agree on the label);
     with it, each (key, sample) pair is one sample and must be unique.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ShiftlabError(
-            f"label file not found: expected {path}. Put the dataset's label table there "
-            "or point dataset.labels.path at it."
-        )
-    table = pd.read_csv(
-        path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False
+    what = "label file"
+    table = read_label_file(
+        path,
+        what=what,
+        source="the dataset's label table",
+        columns=[
+            key_column,
+            label_column,
+            *([sample_column] if sample_column else []),
+            *extra_columns,
+        ],
+        rename="dataset.labels.key_column / label_column / sample_column / extra_columns",
     )
-    wanted = [key_column, label_column, *([sample_column] if sample_column else []), *extra_columns]
-    missing = [c for c in wanted if c not in table.columns]
-    if missing:
-        raise ShiftlabError(
-            f"label file {path} lacks column(s) {missing}; it has {list(table.columns)}. "
-            "Set dataset.labels.key_column / label_column / sample_column / extra_columns to "
-            "the right names."
-        )
-    keys = table[key_column].str.strip()
-    raw_labels = table[label_column].str.strip()
-    numeric = pd.to_numeric(raw_labels, errors="coerce")
-    bad = ~numeric.isin([0, 1])
-    if bad.any():
-        examples = [f"line {i + 2}: {raw_labels[i]!r}" for i in table.index[bad][:5]]
-        raise ShiftlabError(
-            f"label file {path}: column {label_column!r} must hold 0 or 1, found "
-            f"{int(bad.sum())} other value(s) ({'; '.join(examples)})."
-        )
-    if (keys == "").any():
-        line = int(table.index[keys == ""][0]) + 2
-        raise ShiftlabError(f"label file {path}: empty {key_column!r} on line {line}.")
-    names = table[sample_column].str.strip() if sample_column else pd.Series("", index=table.index)
-    extras = {c: _numeric_or_text(table[c].str.strip()) for c in extra_columns}
+    numeric = zero_one(table, label_column, what=what, path=path)
+    keys = required_text(table, key_column, what=what, path=path)
+    names = text(table[sample_column]) if sample_column else pd.Series("", index=table.index)
+    extras = {c: _numeric_or_text(text(table[c])) for c in extra_columns}
 
     samples: dict[str, list[LabelledSample]] = {}
     seen: dict[tuple[str, str], int] = {}
-    for i, (key, name, label) in enumerate(zip(keys, names, numeric.astype(int), strict=True)):
+    for i, (key, name, label) in enumerate(zip(keys, names, numeric, strict=True)):
         if (key, name) in seen:
             if sample_column:
                 raise ShiftlabError(

@@ -385,7 +385,7 @@ def test_assign_splits_rejects_bad_fractions() -> None:
 
 def test_label_file_errors_say_what_to_fix(tmp_path: Path) -> None:
     path = tmp_path / "labels.csv"
-    with pytest.raises(ShiftlabError, match=f"expected {path}"):
+    with pytest.raises(ShiftlabError, match=f"not found: {path}.*dataset.labels.path"):
         read_label_table(path, "series_uid", "SeriesInstanceUID", "lesion")
     path.write_text("uid,lesion\n1.2.3,1\n")
     with pytest.raises(ShiftlabError, match=r"lacks column\(s\) \['series_uid'\].*'uid', 'lesion'"):

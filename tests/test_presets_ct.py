@@ -261,7 +261,7 @@ def test_cq500_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ShiftlabError, match=r"lacks column\(s\) \['R2:ICH'\].*found \['name'"):
         cq500.read_labels(path)
     path = _reads_csv(tmp_path / "b.csv", [("CQ500-CT-0", 0, 2, 0)])
-    with pytest.raises(ShiftlabError, match=r"line 2: .* must hold 0 or 1"):
+    with pytest.raises(ShiftlabError, match=r"'R2:ICH' must hold 0 or 1.*line 2: '2'"):
         cq500.read_labels(path)
     path = _reads_csv(tmp_path / "c.csv", [("patient7", 0, 0, 0)])
     with pytest.raises(ShiftlabError, match="not of the form CQ500-CT-<number>"):

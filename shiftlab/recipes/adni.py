@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
-
-import pandas as pd
 
 from shiftlab.errors import ShiftlabError
 from shiftlab.labels import LabelledSample, LabelTable
+from shiftlab.recipes.tables import read_label_file, text
 
 
 def read_labels(
@@ -51,26 +49,21 @@ def read_labels(
             f"dataset.labels: {sorted(set(positive) & set(negative))} are both positive and "
             "negative baseline diagnoses."
         )
-    path = Path(path)
-    if not path.is_file():
-        raise ShiftlabError(
-            f"ADNI diagnosis table not found: expected {path} (ADNIMERGE.csv from LONI IDA, "
-            "https://ida.loni.usc.edu/, ADNI > Download > Study Data), or point "
-            "dataset.labels.path at it."
-        )
-    table = pd.read_csv(path, dtype=str, keep_default_na=False, low_memory=False)
-    table.columns = [c.strip() for c in table.columns]
-    wanted = [subject_column, baseline_column, *([visit_dx_column] if exclude_converters else [])]
-    missing = [c for c in wanted if c not in table.columns]
-    if missing:
-        raise ShiftlabError(
-            f"ADNI diagnosis table {path} lacks column(s) {missing}; expected {wanted} "
-            f"(ADNIMERGE.csv), found {list(table.columns)[:20]}"
-            f"{' ...' if len(table.columns) > 20 else ''}."
-        )
-    subjects = table[subject_column].str.strip()
-    baseline = table[baseline_column].str.strip()
-    visit_dx = table[visit_dx_column].str.strip() if exclude_converters else None
+    table = read_label_file(
+        path,
+        what="ADNI diagnosis table",
+        source="ADNIMERGE.csv from LONI IDA (https://ida.loni.usc.edu/, ADNI > Download > "
+        "Study Data)",
+        columns=[
+            subject_column,
+            baseline_column,
+            *([visit_dx_column] if exclude_converters else []),
+        ],
+        rename="dataset.labels.subject_column / baseline_column / visit_dx_column",
+    )
+    subjects = text(table[subject_column])
+    baseline = text(table[baseline_column])
+    visit_dx = text(table[visit_dx_column]) if exclude_converters else None
     allowed = {1: set(positive_visit_dx), 0: set(negative_visit_dx)}
 
     samples: dict[str, list[LabelledSample]] = {}

@@ -32,8 +32,10 @@ import pandas as pd
 
 from shiftlab.errors import ShiftlabError
 from shiftlab.labels import LabelledSample, LabelTable
+from shiftlab.recipes.tables import read_label_file, text, zero_one
 
 NAME_PATTERN = re.compile(r"^CQ500-CT-(\d+)$")
+WHAT = "CQ500 reads file"
 
 
 def read_labels(
@@ -45,47 +47,32 @@ def read_labels(
     key_template: str = "CQ500CT{number}",
 ) -> LabelTable:
     """Read ``reads.csv`` into one sample per scan, keyed by ``key_template`` (see above)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ShiftlabError(
-            f"CQ500 reads file not found: expected {path} (reads.csv from "
-            "http://headctstudy.qure.ai/dataset, beside the unzipped CQ500CT<n> folders)."
-        )
     if not 1 <= min_votes <= len(readers):
         raise ShiftlabError(
             f"dataset.labels.min_votes={min_votes} must be between 1 and the number of "
             f"readers ({len(readers)})."
         )
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    table.columns = [c.strip() for c in table.columns]
+    path = Path(path)
     columns = [f"{reader}:{finding}" for reader in readers]
-    missing = [c for c in ["name", *columns] if c not in table.columns]
-    if missing:
-        raise ShiftlabError(
-            f"CQ500 reads file {path} lacks column(s) {missing}; expected name and "
-            f"{columns}, found {list(table.columns)}."
-        )
-    votes = table[columns].apply(lambda c: pd.to_numeric(c.str.strip(), errors="coerce"))
-    bad = ~votes.isin([0, 1]).all(axis=1)
-    if bad.any():
-        line = int(table.index[bad][0]) + 2
-        raise ShiftlabError(
-            f"CQ500 reads file {path}, line {line}: {columns} must hold 0 or 1, found "
-            f"{table.loc[bad, columns].iloc[0].tolist()}."
-        )
+    table = read_label_file(
+        path,
+        what=WHAT,
+        source="reads.csv from http://headctstudy.qure.ai/dataset (beside the unzipped "
+        "CQ500CT<n> folders)",
+        columns=["name", *columns],
+        rename="dataset.labels.readers / finding",
+    )
+    votes = pd.concat([zero_one(table, c, what=WHAT, path=path) for c in columns], axis=1)
     samples: dict[str, list[LabelledSample]] = {}
-    for i, (name, n_votes) in enumerate(
-        zip(table["name"].str.strip(), votes.sum(axis=1).astype(int), strict=True)
-    ):
+    for i, (name, n_votes) in enumerate(zip(text(table["name"]), votes.sum(axis=1), strict=True)):
         match = NAME_PATTERN.match(name)
         if not match:
             raise ShiftlabError(
-                f"CQ500 reads file {path}, line {i + 2}: name {name!r} is not of the form "
-                "CQ500-CT-<number>."
+                f"{WHAT} {path}, line {i + 2}: name {name!r} is not of the form CQ500-CT-<number>."
             )
         key = key_template.format(number=int(match.group(1)), name=name)
         if key in samples:
-            raise ShiftlabError(f"CQ500 reads file {path}: {name!r} appears twice.")
+            raise ShiftlabError(f"{WHAT} {path}: {name!r} appears twice.")
         label = int(n_votes >= min_votes)
         samples[key] = [LabelledSample(name="", label=label, extra={"votes": int(n_votes)})]
     return LabelTable(key_tag=key_tag, samples=samples)

@@ -43,32 +43,12 @@ import pandas as pd
 
 from shiftlab.errors import ShiftlabError
 from shiftlab.labels import LabelledSample, LabelTable
+from shiftlab.recipes.tables import read_label_file, required_text
 
 PATIENT = "Patient ID"
 SLICE_COLUMNS = ("Start Slice", "End Slice")
 BOX_COLUMNS = ("Start Row", "End Row", "Start Column", "End Column", *SLICE_COLUMNS)
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise ShiftlabError(
-            f"Duke annotation boxes not found: expected {path} (Annotation_Boxes.xlsx from "
-            "https://www.cancerimagingarchive.net/collection/duke-breast-cancer-mri/), or point "
-            "dataset.labels.path at it."
-        )
-    excel = path.suffix.lower() in (".xlsx", ".xls")
-    try:
-        table = pd.read_excel(path, dtype=object) if excel else pd.read_csv(path, dtype=object)
-    except Exception as error:  # a damaged or mis-named file: say which
-        raise ShiftlabError(f"cannot read Duke annotation boxes {path}: {error}") from error
-    table.columns = [str(c).strip() for c in table.columns]
-    missing = [c for c in (PATIENT, *BOX_COLUMNS) if c not in table.columns]
-    if missing:
-        raise ShiftlabError(
-            f"Duke annotation boxes {path} lack column(s) {missing}; expected "
-            f"{[PATIENT, *BOX_COLUMNS]}, found {list(table.columns)}."
-        )
-    return table
+WHAT = "Duke annotation box table"
 
 
 def _slice_numbers(table: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -82,7 +62,7 @@ def _slice_numbers(table: pd.DataFrame, path: Path) -> pd.DataFrame:
     if bad.any():
         i = table.index[bad][0]
         raise ShiftlabError(
-            f"Duke annotation boxes {path}, line {int(i) + 2}: Start Slice and End Slice must be "
+            f"{WHAT} {path}, line {int(i) + 2}: Start Slice and End Slice must be "
             f"whole numbers >= 1 with Start <= End, found "
             f"{table.loc[i, list(SLICE_COLUMNS)].tolist()}."
         )
@@ -121,12 +101,16 @@ def read_labels(
             f">= 1 and negatives_per_positive ({negatives_per_positive}) >= 0."
         )
     path = Path(path)
-    table = _read_table(path)
+    table = read_label_file(
+        path,
+        what=WHAT,
+        source="Annotation_Boxes.xlsx from "
+        "https://www.cancerimagingarchive.net/collection/duke-breast-cancer-mri/",
+        columns=[PATIENT, *BOX_COLUMNS],
+        empty_as_na=True,
+    )
     numbers = _slice_numbers(table, path)
-    patients = table[PATIENT].astype(str).str.strip()
-    if (patients == "").any() or table[PATIENT].isna().any():
-        line = int(table.index[(patients == "") | table[PATIENT].isna()][0]) + 2
-        raise ShiftlabError(f"Duke annotation boxes {path}: empty {PATIENT!r} on line {line}.")
+    patients = required_text(table, PATIENT, what=WHAT, path=path)
 
     boxes: dict[str, list[tuple[int, int]]] = {}
     for patient, start, end in zip(

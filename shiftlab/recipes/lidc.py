@@ -52,6 +52,7 @@ import numpy as np
 
 from shiftlab.errors import ShiftlabError
 from shiftlab.labels import LabelledSample, LabelTable
+from shiftlab.recipes.tables import not_found
 
 NAMESPACE = "http://www.nih.gov"
 CT_ROOT = "LidcReadMessage"
@@ -256,10 +257,11 @@ def read_labels(
     """
     root = Path(path)
     if not root.is_dir():
-        raise ShiftlabError(
-            f"LIDC XML folder not found: {root}. Point dataset.labels.path at the LIDC-IDRI "
-            "DICOM tree (TCIA's download holds one XML per CT series beside its DICOM files) "
-            "or at the unpacked LIDC-XML-only archive (tcia-lidc-xml/<group>/<n>.xml)."
+        raise not_found(
+            "LIDC XML folder",
+            root,
+            "the LIDC-IDRI DICOM tree (TCIA's download holds one XML per CT series beside its "
+            "DICOM files) or the unpacked LIDC-XML-only archive (tcia-lidc-xml/<group>/<n>.xml)",
         )
     if duplicates not in DUPLICATE_POLICIES:
         raise ShiftlabError(

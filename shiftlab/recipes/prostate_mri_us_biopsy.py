@@ -39,8 +39,10 @@ import pandas as pd
 
 from shiftlab.errors import ShiftlabError
 from shiftlab.labels import LabelledSample, LabelTable
+from shiftlab.recipes.tables import read_label_file, required_text, text
 
 KEYS = {"series": "SeriesInstanceUID", "patient": "PatientID"}
+WHAT = "Prostate-MRI-US-Biopsy biopsy table"
 
 
 def grade_group(primary: float, secondary: float) -> int | None:
@@ -58,33 +60,6 @@ def grade_group(primary: float, secondary: float) -> int | None:
     return 4 if total == 8 else 5
 
 
-def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise ShiftlabError(
-            f"Prostate-MRI-US-Biopsy biopsy table not found: expected {path} (the biopsy "
-            "spreadsheet from https://www.cancerimagingarchive.net/collection/"
-            "prostate-mri-us-biopsy/), or point dataset.labels.path at it."
-        )
-    excel = path.suffix.lower() in (".xlsx", ".xls")
-    try:
-        table = pd.read_excel(path, dtype=object) if excel else pd.read_csv(path, dtype=object)
-    except Exception as error:  # a damaged or mis-named file: say which
-        raise ShiftlabError(f"cannot read the biopsy table {path}: {error}") from error
-    table.columns = [str(c).strip() for c in table.columns]
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ShiftlabError(
-            f"biopsy table {path} lacks column(s) {missing}; expected {columns}, found "
-            f"{list(table.columns)}. Set dataset.labels.patient_column / series_column / "
-            "primary_column / secondary_column to the file's names."
-        )
-    return table
-
-
-def _text(values: pd.Series) -> pd.Series:
-    return values.map(lambda v: "" if pd.isna(v) else str(v).strip())
-
-
 def read_labels(
     path: str | os.PathLike[str],
     key: str = "series",
@@ -100,10 +75,25 @@ def read_labels(
     if not 1 <= min_grade_group <= 5:
         raise ShiftlabError(f"dataset.labels.min_grade_group={min_grade_group}; choose 1 to 5.")
     path = Path(path)
-    columns = [patient_column, *([series_column] if key == "series" else [])]
-    table = _read_table(path, [*columns, primary_column, secondary_column])
-    patients = _text(table[patient_column])
-    keys = _text(table[series_column]) if key == "series" else patients
+    table = read_label_file(
+        path,
+        what=WHAT,
+        source="the biopsy spreadsheet from "
+        "https://www.cancerimagingarchive.net/collection/prostate-mri-us-biopsy/",
+        columns=[
+            patient_column,
+            *([series_column] if key == "series" else []),
+            primary_column,
+            secondary_column,
+        ],
+        rename="dataset.labels.patient_column / series_column / primary_column / secondary_column",
+        empty_as_na=True,
+    )
+    if key == "series":
+        patients = text(table[patient_column])
+        keys = text(table[series_column])
+    else:
+        patients = keys = required_text(table, patient_column, what=WHAT, path=path)
     patterns = table[[primary_column, secondary_column]].apply(pd.to_numeric, errors="coerce")
     unreadable = table[[primary_column, secondary_column]].notna() & patterns.isna()
     patterns.loc[unreadable.any(axis=1), :] = -1.0  # text in a Gleason column: unreadable
@@ -114,14 +104,10 @@ def read_labels(
         zip(patients, keys, patterns[primary_column], patterns[secondary_column], strict=True)
     ):
         if not sample_key:
-            if key == "patient":
-                raise ShiftlabError(
-                    f"biopsy table {path}: empty {patient_column!r} on line {i + 2}."
-                )
             continue  # a core without an MRI series (systematic-only biopsy)
         if patient_of.setdefault(sample_key, patient) != patient:
             raise ShiftlabError(
-                f"biopsy table {path}: {series_column} {sample_key!r} belongs to two patients "
+                f"{WHAT} {path}: {series_column} {sample_key!r} belongs to two patients "
                 f"({patient_of[sample_key]!r} and {patient!r}, line {i + 2})."
             )
         grades.setdefault(sample_key, []).append(grade_group(primary, secondary))

@@ -33,41 +33,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pandas as pd
-
 from shiftlab.errors import ShiftlabError
 from shiftlab.labels import FILE_STEM, LabelledSample, LabelTable
+from shiftlab.recipes.tables import read_label_file, required_text, zero_one
 
-
-def _read_csv(path: Path, wanted: list[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise ShiftlabError(
-            f"VinDr-CXR label file not found: {path}. It is annotations/{path.name} of the "
-            "PhysioNet release; point dataset.labels.path / test_path at it."
-        )
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    table.columns = [str(c).strip() for c in table.columns]
-    missing = [c for c in wanted if c not in table.columns]
-    if missing:
-        raise ShiftlabError(
-            f"VinDr-CXR label file {path} lacks column(s) {missing}; expected {wanted} (plus one "
-            f"0/1 column per finding), found {list(table.columns)}."
-        )
-    return table
-
-
-def _votes(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    """The 0/1 values of one column as integers, refusing anything else."""
-    raw = table[column].str.strip()
-    numbers = pd.to_numeric(raw, errors="coerce")
-    bad = ~numbers.isin([0, 1])
-    if bad.any():
-        examples = [f"line {i + 2}: {raw[i]!r}" for i in table.index[bad][:5]]
-        raise ShiftlabError(
-            f"VinDr-CXR label file {path}: column {column!r} must hold 0 or 1, found "
-            f"{int(bad.sum())} other value(s) ({'; '.join(examples)})."
-        )
-    return numbers.astype(int)
+WHAT = "VinDr-CXR label file"
 
 
 def read_labels(
@@ -92,31 +62,32 @@ def read_labels(
             f"dataset.labels.negative_majority={negative_majority}; expected 0 <= value < 1 "
             "(the fraction of readers that must tick 'No finding' for a negative image)."
         )
-    files = [(Path(path), reader_column)]
-    if test_path is not None:
-        files.append((Path(test_path), None))  # the consensus file has no reader column
+    files = [(Path(path), reader_column, "dataset.labels.path")]
+    if test_path is not None:  # the consensus file has no reader column
+        files.append((Path(test_path), None, "dataset.labels.test_path"))
 
     votes: dict[str, list[int]] = {}
     source: dict[str, Path] = {}
-    for file, readers in files:
-        wanted = [image_column, *([readers] if readers else []), no_finding_column]
-        table = _read_csv(file, wanted)
-        images = table[image_column].str.strip()
-        if (images == "").any():
-            line = int(table.index[images == ""][0]) + 2
-            raise ShiftlabError(
-                f"VinDr-CXR label file {file}: empty {image_column!r} on line {line}."
-            )
+    for file, readers, setting in files:
+        table = read_label_file(
+            file,
+            what=WHAT,
+            source=f"annotations/{file.name} of the PhysioNet release",
+            columns=[image_column, *([readers] if readers else []), no_finding_column],
+            setting=setting,
+            rename="dataset.labels.image_column / reader_column / no_finding_column",
+        )
+        images = required_text(table, image_column, what=WHAT, path=file)
         if readers:
             repeated = table.assign(_image=images).duplicated(["_image", readers])
             if repeated.any():
                 line = int(table.index[repeated][0]) + 2
                 raise ShiftlabError(
-                    f"VinDr-CXR label file {file}: line {line} repeats a reading "
+                    f"{WHAT} {file}: line {line} repeats a reading "
                     f"({image_column} {images[table.index[repeated][0]]!r}, {readers} "
                     f"{table[readers][table.index[repeated][0]]!r})."
                 )
-        no_finding = _votes(table, no_finding_column, file)
+        no_finding = zero_one(table, no_finding_column, what=WHAT, path=file)
         for image, vote in zip(images, no_finding, strict=True):
             if source.setdefault(image, file) != file:
                 raise ShiftlabError(

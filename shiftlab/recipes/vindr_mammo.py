@@ -30,11 +30,11 @@ import os
 import re
 from pathlib import Path
 
-import pandas as pd
-
 from shiftlab.errors import ShiftlabError
 from shiftlab.labels import FILE_STEM, LabelledSample, LabelTable
+from shiftlab.recipes.tables import read_label_file, required_text
 
+WHAT = "VinDr-Mammo label file"
 _BIRADS = re.compile(r"^(?:BI-?RADS\s*)?([0-6])[A-C]?$", re.IGNORECASE)
 
 
@@ -65,35 +65,21 @@ def read_labels(
             f"positive_min={positive_min} (BI-RADS categories)."
         )
     path = Path(path)
-    if not path.is_file():
-        raise ShiftlabError(
-            f"VinDr-Mammo label file not found: {path}. It is breast-level_annotations.csv at "
-            "the top of the PhysioNet release; point dataset.labels.path at it."
-        )
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    table.columns = [str(c).strip() for c in table.columns]
-    wanted = [study_column, image_column, birads_column, *extra_columns]
-    missing = [c for c in wanted if c not in table.columns]
-    if missing:
-        raise ShiftlabError(
-            f"VinDr-Mammo label file {path} lacks column(s) {missing}; expected {wanted}, "
-            f"found {list(table.columns)}."
-        )
-    images = table[image_column].str.strip()
-    studies = table[study_column].str.strip()
-    empty = (images == "") | (studies == "")
-    if empty.any():
-        line = int(table.index[empty][0]) + 2
-        raise ShiftlabError(
-            f"VinDr-Mammo label file {path}: empty {image_column!r} or {study_column!r} on "
-            f"line {line}."
-        )
+    table = read_label_file(
+        path,
+        what=WHAT,
+        source="breast-level_annotations.csv at the top of the PhysioNet release",
+        columns=[study_column, image_column, birads_column, *extra_columns],
+        rename="dataset.labels.study_column / image_column / birads_column / extra_columns",
+    )
+    images = required_text(table, image_column, what=WHAT, path=path)
+    studies = required_text(table, study_column, what=WHAT, path=path)
     repeated = images.duplicated()
     if repeated.any():
         i = int(table.index[repeated][0])
         first = int(table.index[images == images[i]][0])
         raise ShiftlabError(
-            f"VinDr-Mammo label file {path}: {image_column} {images[i]!r} appears twice "
+            f"{WHAT} {path}: {image_column} {images[i]!r} appears twice "
             f"(lines {first + 2} and {i + 2})."
         )
     birads = table[birads_column].map(parse_birads)
@@ -101,7 +87,7 @@ def read_labels(
     if bad.any():
         examples = [f"line {i + 2}: {table[birads_column][i]!r}" for i in table.index[bad][:5]]
         raise ShiftlabError(
-            f"VinDr-Mammo label file {path}: column {birads_column!r} must hold BI-RADS "
+            f"{WHAT} {path}: column {birads_column!r} must hold BI-RADS "
             f"categories such as 'BI-RADS 4', found {int(bad.sum())} other value(s) "
             f"({'; '.join(examples)})."
         )
