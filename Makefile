@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install synth train calibrate bench test test-slow lint clean
+.PHONY: help install synth train calibrate bench report test test-slow lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,6 +24,13 @@ train: $(STAMP)  ## the main job: synthetic MRI, train on GE, test on GE and Sie
 
 calibrate: $(STAMP)  ## synthetic ΔAUC per modality vs the study, 5 seeds (about an hour on 2 CPUs)
 	$(BIN)/python -m shiftlab.calibrate
+
+# make report                      the report of experiment=paper_grid's run records
+# make report EXPERIMENT=noise      another grid preset
+# make report RUNS=outputs/runs     every run record below a folder
+EXPERIMENT ?= paper_grid
+report: $(STAMP)  ## tables and figures from a grid's run records (EXPERIMENT=, or RUNS=folder)
+	$(BIN)/python -m shiftlab.report $(if $(RUNS),$(RUNS),experiment=$(EXPERIMENT))
 
 bench: $(STAMP)  ## benchmarks: cached vs decode-every-time epochs
 	$(BIN)/python benchmarks/cache_vs_decode.py

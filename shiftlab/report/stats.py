@@ -1,0 +1,175 @@
+"""The report's statistics: AUROC from stored predictions, the patient bootstrap of ΔAUC, and the
+test across seeds.
+
+The bootstrap answers "how much could ΔAUC move with other test patients?". One replicate draws,
+for each test domain, as many patients as it has, with replacement; every row (slice, nodule,
+image) of a drawn patient comes along, as many times as the patient was drawn. The same draw is
+applied to every seed of the group: the seeds share one test set (same manifest, same
+split_seed), so drawing each seed's patients independently would average the test-set
+uncertainty away and give too narrow an interval. Each seed's ΔAUC is recomputed on the
+replicate, the seeds are averaged, and the 2.5th and 97.5th percentiles of that average over the
+replicates are the 95% interval (percentile bootstrap). Replicates where a domain lost one of its
+classes (AUROC undefined) are dropped and counted.
+
+The bootstrap does not cover training noise: that is what the test across seeds is for (a
+one-sample t-test and a Wilcoxon signed-rank test of the per-seed ΔAUC against zero).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+CI_LEVEL = 0.95
+# Bootstrap weights are drawn in chunks of at most this many (replicate x row) cells, so memory
+# stays bounded for test sets of thousands of images and grids of ten seeds.
+CHUNK_CELLS = 4_000_000
+
+
+class _Ranked:
+    """Scores sorted once, so the AUROC of any integer weighting of the rows is a few passes.
+
+    With weights w, AUROC = sum over (positive i, negative j) of w_i w_j ([s_i > s_j] + 0.5
+    [s_i = s_j]) / (W_pos W_neg): the Mann-Whitney statistic, ties counted half, exactly what
+    the trapezoidal ROC area gives.
+    """
+
+    def __init__(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        scores = np.asarray(scores, dtype=np.float64)
+        self.order = np.argsort(scores, kind="stable")
+        ordered = scores[self.order]
+        self.positive = np.asarray(labels)[self.order].astype(bool)
+        self.level_starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+
+    def auroc(self, weights: np.ndarray) -> np.ndarray:
+        """AUROC for each row of ``weights`` (replicates x samples); NaN without both classes."""
+        w = np.asarray(weights, dtype=np.float64)[:, self.order]
+        pos = np.add.reduceat(np.where(self.positive, w, 0.0), self.level_starts, axis=1)
+        neg = np.add.reduceat(np.where(self.positive, 0.0, w), self.level_starts, axis=1)
+        below = np.cumsum(neg, axis=1) - neg
+        wins = (pos * (below + 0.5 * neg)).sum(axis=1)
+        pairs = pos.sum(axis=1) * neg.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(pairs > 0, wins / pairs, np.nan)
+
+
+def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Area under the ROC curve (ties count half); NaN when one class is absent."""
+    ranked = _Ranked(np.asarray(scores), np.asarray(labels))
+    return float(ranked.auroc(np.ones((1, len(ranked.order))))[0])
+
+
+@dataclass(frozen=True)
+class DomainTest:
+    """One seed's predictions on one test domain: scores, labels, and each row's patient."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    patients: np.ndarray  # patient ids (str), one per row
+
+
+@dataclass(frozen=True)
+class SeedTests:
+    """One seed's source and target test predictions."""
+
+    seed: int
+    source: DomainTest
+    target: DomainTest
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    low: float
+    high: float
+    replicates: int  # used (AUROC defined on both domains for every seed)
+    dropped: int  # replicates where a resampled test set lost a class
+
+
+def rng_for(bootstrap_seed: int, key: str) -> np.random.Generator:
+    """A generator for one group of runs: the same seed and key always draw the same replicates,
+    whatever other groups the report holds and in whatever order they are computed."""
+    digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+    return np.random.default_rng(np.random.SeedSequence([int(bootstrap_seed), digest]))
+
+
+def _patient_index(seeds: Sequence[SeedTests], role: str) -> tuple[int, list[np.ndarray]]:
+    """The patients of one domain over all seeds, and each seed's rows as indices into them."""
+    tests = [getattr(s, role) for s in seeds]
+    patients = np.unique(np.concatenate([t.patients for t in tests]))
+    return len(patients), [np.searchsorted(patients, t.patients) for t in tests]
+
+
+def bootstrap_delta(
+    seeds: Sequence[SeedTests],
+    n_boot: int,
+    rng: np.random.Generator,
+    level: float = CI_LEVEL,
+) -> Bootstrap:
+    """Percentile interval of the seed-averaged ΔAUC (target − source) over patient resamples."""
+    if n_boot < 1 or not seeds:
+        return Bootstrap(np.nan, np.nan, 0, 0)
+    ranked = [
+        (_Ranked(s.source.scores, s.source.labels), _Ranked(s.target.scores, s.target.labels))
+        for s in seeds
+    ]
+    n_source, source_rows = _patient_index(seeds, "source")
+    n_target, target_rows = _patient_index(seeds, "target")
+    cells = sum(len(r) for r in source_rows) + sum(len(r) for r in target_rows)
+    chunk = max(1, min(n_boot, CHUNK_CELLS // max(cells, 1)))
+    means: list[np.ndarray] = []
+    done = 0
+    while done < n_boot:
+        size = min(chunk, n_boot - done)
+        source_draw = rng.multinomial(n_source, np.full(n_source, 1.0 / n_source), size=size)
+        target_draw = rng.multinomial(n_target, np.full(n_target, 1.0 / n_target), size=size)
+        deltas = np.stack(
+            [
+                target.auroc(target_draw[:, t_rows]) - source.auroc(source_draw[:, s_rows])
+                for (source, target), s_rows, t_rows in zip(
+                    ranked, source_rows, target_rows, strict=True
+                )
+            ]
+        )
+        means.append(deltas.mean(axis=0))  # NaN when any seed's AUROC was undefined
+        done += size
+    replicates = np.concatenate(means)
+    valid = replicates[~np.isnan(replicates)]
+    if valid.size == 0:
+        return Bootstrap(np.nan, np.nan, 0, n_boot)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(valid, [tail, 100.0 - tail])
+    return Bootstrap(float(low), float(high), int(valid.size), int(n_boot - valid.size))
+
+
+@dataclass(frozen=True)
+class SeedTest:
+    """Tests across seeds of whether the mean per-seed ΔAUC differs from zero (two-sided)."""
+
+    t: float
+    p_t: float  # one-sample t-test, n - 1 degrees of freedom
+    p_wilcoxon: float  # Wilcoxon signed-rank, exact for small n
+
+
+def seed_test(deltas: Sequence[float]) -> SeedTest:
+    values = np.asarray(deltas, dtype=np.float64)
+    if values.size < 2 or np.all(values == values[0]):
+        return SeedTest(np.nan, np.nan, np.nan)
+    t = stats.ttest_1samp(values, 0.0)
+    if np.all(values == 0):
+        p_wilcoxon = np.nan
+    else:
+        p_wilcoxon = float(stats.wilcoxon(values, zero_method="wilcox").pvalue)
+    return SeedTest(float(t.statistic), float(t.pvalue), p_wilcoxon)
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; NaN for a single value)."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        return np.nan, np.nan
+    sd = float(array.std(ddof=1)) if array.size > 1 else np.nan
+    return float(array.mean()), sd

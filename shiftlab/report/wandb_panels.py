@@ -1,0 +1,209 @@
+"""W&B views that mirror the report: ΔAUC per scenario, the injection and the noise curves.
+
+    python -m shiftlab.report.wandb_panels                         # print the views it builds
+    python -m shiftlab.report.wandb_panels --json views.json       # and write their W&B spec
+    WANDB_MODE=online python -m shiftlab.report.wandb_panels --entity my-team --save
+
+Runs logged with ``logger=wandb`` carry what the views need: their group is the scenario
+(``<dataset>/<source>-><target>``), their config the settings (``shift.name``,
+``shift.fraction``, ``shift.alpha``, ``dataset.modality``), their summary ``test/delta_auroc``,
+``test/in_domain_auroc`` and ``test/cross_domain_auroc``. Each view is a saved workspace view
+(wandb-workspaces) of the project, filtered to one kind of run and grouped by scenario:
+
+- "shiftlab report: ΔAUC per scenario": runs without an ablation; ΔAUC per scenario and per
+  modality (mean ± SD over seeds), in-domain and cross-domain AUROC.
+- "shiftlab report: target injection": AUROC and ΔAUC against ``shift.fraction``.
+- "shiftlab report: noise": AUROC and ΔAUC against ``shift.alpha``.
+
+W&B shows the spread over seeds only; the patient-bootstrap intervals and the tests across seeds
+are the report's (``python -m shiftlab.report``), and the run records stay the reference.
+Building the views needs no network; ``--save`` sends them to W&B and needs WANDB_MODE=online
+and a logged-in API key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shiftlab.errors import ShiftlabError, exit_on_user_error
+
+LOGGER_CONFIG = Path(__file__).resolve().parents[2] / "conf" / "logger" / "wandb.yaml"
+DELTA = "test/delta_auroc"
+IN_DOMAIN = "test/in_domain_auroc"
+CROSS_DOMAIN = "test/cross_domain_auroc"
+NOTE = (
+    "Mirror of `python -m shiftlab.report`: bars and points are means over seeds, whiskers the "
+    "SD over seeds. The report's tables add the 95% patient-bootstrap interval of ΔAUC and the "
+    "test across seeds; the run records, not W&B, are the reference."
+)
+
+
+def default_project() -> str:
+    """The project ``logger=wandb`` logs to (conf/logger/wandb.yaml)."""
+    return str(yaml.safe_load(LOGGER_CONFIG.read_text())["project"])
+
+
+def _curves(setting: str, label: str) -> list[Any]:
+    import wandb_workspaces.reports.v2 as wr
+
+    x = wr.Config(f"shift.{setting}")
+    return [
+        wr.ScatterPlot(
+            title=f"Cross-domain (target) AUROC against {label}",
+            x=x,
+            y=wr.SummaryMetric(CROSS_DOMAIN),
+            running_ymean=True,
+        ),
+        wr.ScatterPlot(
+            title=f"In-domain (source) AUROC against {label}",
+            x=x,
+            y=wr.SummaryMetric(IN_DOMAIN),
+            running_ymean=True,
+        ),
+        wr.ScatterPlot(
+            title=f"ΔAUC (target − source) against {label}",
+            x=x,
+            y=wr.SummaryMetric(DELTA),
+            running_ymean=True,
+        ),
+    ]
+
+
+def views(entity: str, project: str) -> list[Any]:
+    """The three workspace views (wandb_workspaces.workspaces.Workspace), built offline."""
+    import wandb_workspaces.reports.v2 as wr
+    import wandb_workspaces.workspaces as ws
+
+    def view(name: str, shift: str, sections: list[Any]) -> Any:
+        return ws.Workspace(
+            entity=entity,
+            project=project,
+            name=name,
+            sections=sections,
+            runset_settings=ws.RunsetSettings(
+                filters=[ws.Config("shift.name") == shift],
+                groupby=[ws.Metric("Group")],  # the W&B group of a run is its scenario
+            ),
+        )
+
+    scenarios = ws.Section(
+        name="ΔAUC per scenario",
+        is_open=True,
+        panels=[
+            wr.BarPlot(
+                title="ΔAUC per scenario (target − source; mean ± SD over seeds)",
+                metrics=[wr.SummaryMetric(DELTA)],
+                orientation="h",
+                groupby_aggfunc="mean",
+                groupby_rangefunc="stddev",
+            ),
+            wr.BarPlot(
+                title="In-domain and cross-domain AUROC per scenario",
+                metrics=[wr.SummaryMetric(IN_DOMAIN), wr.SummaryMetric(CROSS_DOMAIN)],
+                orientation="h",
+                groupby_aggfunc="mean",
+                groupby_rangefunc="stddev",
+            ),
+            wr.ScatterPlot(
+                title="Cross-domain against in-domain AUROC",
+                x=wr.SummaryMetric(IN_DOMAIN),
+                y=wr.SummaryMetric(CROSS_DOMAIN),
+            ),
+            wr.MarkdownPanel(markdown=NOTE),
+        ],
+    )
+    modalities = ws.Section(
+        name="ΔAUC per modality",
+        is_open=True,
+        panels=[
+            wr.BarPlot(
+                title="ΔAUC per modality (mean ± SD over runs)",
+                metrics=[wr.SummaryMetric(DELTA)],
+                groupby=wr.Config("dataset.modality"),
+                groupby_aggfunc="mean",
+                groupby_rangefunc="stddev",
+            )
+        ],
+    )
+    injection = ws.Section(
+        name="Target injection", is_open=True, panels=_curves("fraction", "injected fraction")
+    )
+    noise = ws.Section(name="Noise", is_open=True, panels=_curves("alpha", "noise alpha"))
+    return [
+        view("shiftlab report: ΔAUC per scenario", "none", [scenarios, modalities]),
+        view("shiftlab report: target injection", "injection", [injection]),
+        view("shiftlab report: noise", "noise", [noise]),
+    ]
+
+
+def spec(workspace: Any) -> dict[str, Any]:
+    """The view as W&B stores it (what ``save`` sends), built without a network call."""
+    return json.loads(workspace._to_model().model_dump_json(by_alias=True, exclude_none=True))
+
+
+def describe(workspace: Any) -> str:
+    lines = [
+        f"{workspace.name}  (runs where {workspace.runset_settings.filters}, grouped by scenario)"
+    ]
+    for section in workspace.sections:
+        lines.append(f"  {section.name}")
+        lines += [
+            f"    - {type(p).__name__}: {getattr(p, 'title', None) or 'note'}"
+            for p in section.panels
+        ]
+    return "\n".join(lines)
+
+
+def check_online(entity: str | None) -> None:
+    """Saving talks to W&B: only when asked for explicitly (WANDB_MODE=online) and for whom."""
+    mode = os.environ.get("WANDB_MODE", "offline")
+    if mode in ("offline", "disabled", "dryrun"):
+        raise ShiftlabError(
+            f"W&B is {mode} (WANDB_MODE={mode}): nothing is sent. To save the views, run with "
+            "WANDB_MODE=online after `wandb login`, and name your --entity."
+        )
+    if not entity:
+        raise ShiftlabError("--save needs --entity (or WANDB_ENTITY): whose project to use.")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m shiftlab.report.wandb_panels",
+        description="Build (and with --save, send) W&B views that mirror the report.",
+    )
+    parser.add_argument(
+        "--entity",
+        default=os.environ.get("WANDB_ENTITY"),
+        help="W&B entity (user or team); default $WANDB_ENTITY",
+    )
+    parser.add_argument(
+        "--project", default=None, help="W&B project; default the one logger=wandb logs to"
+    )
+    parser.add_argument("--json", type=Path, help="write the views' W&B spec to this file")
+    parser.add_argument("--save", action="store_true", help="save the views to W&B (online)")
+    args = parser.parse_args(argv)
+    with exit_on_user_error():
+        if args.save:
+            check_online(args.entity)
+        project = args.project or default_project()
+        built = views(args.entity or "<entity>", project)
+        for workspace in built:
+            print(describe(workspace))
+        if args.json:
+            args.json.write_text(json.dumps([spec(w) for w in built], indent=2) + "\n")
+            print(f"spec: {args.json}")
+        if args.save:
+            for workspace in built:
+                print(f"saved: {workspace.save().url}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
