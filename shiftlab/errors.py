@@ -31,10 +31,15 @@ def instantiate(config: Any, **kwargs: Any) -> Any:
 
 
 @contextmanager
-def exit_on_user_error() -> Iterator[None]:
-    """Entry points: a ShiftlabError becomes ``error: <message>`` on stderr and exit status 2."""
+def exit_on_user_error(stop: bool = True) -> Iterator[None]:
+    """Entry points: a ShiftlabError becomes ``error: <message>`` on stderr and exit status 2.
+
+    ``stop=False`` (a job of a multirun) prints the message and goes on: exiting would end the
+    whole sweep, every run after this one included. The sweep reports the failed runs at its end.
+    """
     try:
         yield
     except ShiftlabError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        if stop:
+            sys.exit(2)

@@ -45,11 +45,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.plugins import Plugins
 from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from shiftlab.errors import ShiftlabError, exit_on_user_error
-from shiftlab.record import DONE
+from shiftlab.record import DONE, FAILURE, check_writable
 
 # Hydra's first plugin scan executes its plugin modules again, replacing their classes: the basic
 # sweeper is taken after that scan, or a subclass of it would not be a subclass of Hydra's.
@@ -91,7 +92,7 @@ def _alive(pid: int) -> bool:
 def _read_lock(path: Path) -> tuple[str, float] | None:
     try:
         return path.read_text(), path.stat().st_mtime
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
@@ -205,6 +206,31 @@ class RunLock:
     def __exit__(self, *exc: object) -> None:
         if self.holder is None:
             self.release()
+
+
+def failures(run_dirs: Sequence[Path], since: float = 0.0) -> list[tuple[Path, str]]:
+    """The runs among ``run_dirs`` whose last attempt failed (at or after ``since``), with the
+    reason from their failure.json."""
+    found = []
+    for run_dir in run_dirs:
+        path = Path(run_dir) / FAILURE
+        try:
+            if path.stat().st_mtime < since:
+                continue
+            found.append((Path(run_dir), str(json.loads(path.read_text()).get("reason"))))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+class OutputCheck(Callback):
+    """Before Hydra makes a single run's directory: a clear error when it cannot be written
+    (conf/train.yaml, hydra.callbacks). A multirun checks its sweep folder when planning."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Exits (status 2) rather than raising: Hydra turns a callback's exception into a warning.
+        with exit_on_user_error():
+            check_writable(config.hydra.run.dir)
 
 
 def run_state(run_dir: Path) -> str:
@@ -351,6 +377,10 @@ class ResumableSweeper(BasicSweeper):
     def split_arguments(
         self, overrides: list[Override], max_batch_size: int | None
     ) -> list[list[list[str]]]:
+        try:
+            check_writable(self.config.hydra.sweep.dir)
+        except ShiftlabError as error:
+            raise GridError(f"error: {error}") from None
         [jobs] = BasicSweeper.split_arguments(overrides, None)
         planned = plan(self.hydra_context.config_loader, self.config, jobs)
         starting = to_start(planned)
@@ -361,6 +391,7 @@ class ResumableSweeper(BasicSweeper):
                     f"\trunning elsewhere ({describe(lock_holder(job.run_dir) or {})}): "
                     f"{job.describe()}"
                 )
+        self.started = [job.run_dir for job in starting]
         if not starting:
             return []
         try:
@@ -372,6 +403,21 @@ class ResumableSweeper(BasicSweeper):
             raise GridError(f"error: {error}") from None
         todo = [list(job.overrides) for job in starting]
         return list(BasicSweeper.split_overrides_to_chunks(todo, max_batch_size))
+
+    def sweep(self, arguments: list[str]) -> Any:
+        """Hydra's sweep, then the runs of this launch that failed, if any: one line each (from
+        their failure.json), and exit status 1. A failed run does not stop the others."""
+        since, self.started = time.time(), []
+        try:
+            return super().sweep(arguments)
+        finally:
+            failed = failures(self.started, since)
+            if failed:
+                lines = [f"  {_relative(run_dir)}: {reason}" for run_dir, reason in failed]
+                raise GridError(
+                    f"error: {len(failed)} of {len(self.started)} runs failed (failure.json in "
+                    "each; a relaunch tries them again):\n" + "\n".join(lines)
+                )
 
 
 def _publish_sweeper() -> None:
@@ -438,9 +484,11 @@ def _relative(path: Path) -> str:
 
 def status(overrides: Sequence[str], show_all: bool = False) -> list[Job]:
     master, jobs = grid(overrides)
+    failed = dict(failures([job.run_dir for job in jobs if job.state == "incomplete"]))
     for job in jobs:
         if show_all or job.state != "done":
-            print(f"{job.state:<11} {job.describe()}  {_relative(job.run_dir)}")
+            why = f"  (failed: {failed[job.run_dir]})" if job.run_dir in failed else ""
+            print(f"{job.state:<11} {job.describe()}  {_relative(job.run_dir)}{why}")
     print(f"{_name(master)}: {len(jobs)} runs: {counts(jobs)}")
     return jobs
 

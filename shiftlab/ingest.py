@@ -1,19 +1,24 @@
 """Ingest: turn a DICOM tree and the dataset's label file into the manifest.
 
 This is the only stage that reads DICOM headers. It must survive real downloads: any folder
-layout, any file names, stray non-DICOM files and half-downloaded files, which are skipped and
-listed in skipped.csv rather than stopping the run.
+layout, any file names, stray non-DICOM files, half-downloaded or damaged files, files without
+pixel data or without a decoder for their compression, duplicates, and series that mix
+modalities or slice geometries. A file that cannot be used is skipped and listed with its reason
+in skipped.csv (counted by kind in manifest.json); no file stops the run. Every scanned file ends
+up in a sample, in skipped.csv, or in a series listed in unused.csv (no label, not chosen);
+samples kept with a caveat (vendor unknown, uneven slice spacing) are listed in flagged.csv.
 
     python -m shiftlab.ingest dataset=<name> [split_seed=N]
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -28,15 +33,15 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
+from pydicom.uid import UID
 from tqdm import tqdm
 
-from shiftlab.data.domains import domain_rows, group_vendors
+from shiftlab.checks import usable_domains, usable_pairs
 from shiftlab.errors import ShiftlabError, exit_on_user_error, instantiate
 from shiftlab.labels import FILE_STEM, LabelledSample, LabelTable
 from shiftlab.manifest import (
     COLUMNS,
     PATH_SEPARATOR,
-    SPLITS,
     ManifestInfo,
     assign_splits,
     count_table,
@@ -46,9 +51,14 @@ from shiftlab.manifest import (
 )
 from shiftlab.pseudonym import load_or_create_key, pseudonym
 from shiftlab.settings import register_resolvers
-from shiftlab.vendors import normalise_vendor
+from shiftlab.vendors import UNKNOWN, normalise_vendor
 
 SKIPPED_NAME = "skipped.csv"
+# Series scanned but not made into samples (no label, not chosen, every sample dropped): one row
+# per series with its first file and file count, so that every scanned file is accounted for.
+UNUSED_NAME = "unused.csv"
+# Series made into samples with a caveat (vendor unknown, uneven slice spacing).
+FLAGGED_NAME = "flagged.csv"
 # Every file must have these; PatientID may be empty when the label file names the patient.
 _REQUIRED_TAGS = ("StudyInstanceUID", "SeriesInstanceUID")
 # How files are grouped into sample sources: a series (MRI, CT) or each image on its own
@@ -80,6 +90,8 @@ class SeriesHeader:
     files: list[str] = field(default_factory=list)
     # Raw text of further attributes asked for by keyword (e.g. a label file's key tag).
     extra: dict[str, str] = field(default_factory=dict)
+    # Caveats found while grouping its files (e.g. uneven slice spacing), for flagged.csv.
+    notes: list[str] = field(default_factory=list)
 
     def raw(self, keyword: str) -> str:
         """The raw text of `keyword` for this series (a standard field, an `extra` one, or the
@@ -97,6 +109,12 @@ class SeriesHeader:
         return standard[keyword] if keyword in standard else self.extra.get(keyword, "")
 
 
+# (orientation, (Rows, Columns), PixelSpacing) of one image, None where absent or unreadable.
+Geometry = tuple[tuple[float, ...] | None, tuple[int, int] | None, tuple[float, ...] | None]
+# Orientation cosines and pixel spacings closer than this are the same.
+_GEOMETRY_TOLERANCE = 1e-3
+
+
 @dataclass
 class _Slice:
     path: str
@@ -104,6 +122,7 @@ class _Slice:
     sop_uid: str
     position: float | None
     instance_number: int | None
+    geometry: Geometry = (None, None, None)
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -147,6 +166,51 @@ def _instance_number(ds: Dataset) -> int | None:
         return int(ds.InstanceNumber)
     except (AttributeError, TypeError, ValueError):
         return None
+
+
+def _numbers(ds: Dataset, keyword: str, n: int, digits: int = 3) -> tuple[float, ...] | None:
+    try:
+        values = tuple(round(float(v), digits) for v in ds[keyword].value)
+    except Exception:  # absent, empty, or not numbers (a damaged header)
+        return None
+    return values if len(values) == n and all(np.isfinite(values)) else None
+
+
+def _geometry(ds: Dataset) -> Geometry:
+    """What must agree between the slices of one volume: orientation, size, pixel spacing."""
+    try:
+        size: tuple[int, int] | None = (int(ds.Rows), int(ds.Columns))
+    except Exception:
+        size = None
+    return (
+        _numbers(ds, "ImageOrientationPatient", 6),
+        size,
+        _numbers(ds, "PixelSpacing", 2),
+    )
+
+
+@functools.cache
+def _decoder_problem(transfer_syntax: str) -> str | None:
+    """Why pixel data in this transfer syntax cannot be decoded here, or None when it can.
+
+    Checked at ingest, from the file meta alone, so that a compressed archive without its
+    decoder plugin is reported per file now rather than as a failure inside a later cache build.
+    """
+    uid = UID(transfer_syntax)
+    if not uid.is_valid or not uid.is_transfer_syntax:
+        return f"no decoder: {transfer_syntax!r} is not a known transfer syntax"
+    if not uid.is_compressed:
+        return None
+    from pydicom.pixels.decoders.base import get_decoder
+
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        return f"no decoder: pydicom cannot decode {uid.name} ({uid}) pixel data"
+    if decoder.is_available:
+        return None
+    plugins = "; ".join(decoder.missing_dependencies) or "no plugin installed"
+    return f"no decoder: {uid.name} ({uid}) pixel data needs a decoder plugin ({plugins})"
 
 
 def _field_strength(ds: Dataset) -> float | None:
@@ -193,6 +257,10 @@ def read_slice(path: Path, relative: str, extra_tags: Sequence[str], group_by: s
             return f"missing {', '.join(missing)}"
         if "PixelData" not in ds:
             return "no PixelData (not an image)"
+        transfer_syntax = _text(getattr(ds, "file_meta", Dataset()), "TransferSyntaxUID")
+        undecodable = _decoder_problem(transfer_syntax) if transfer_syntax else None
+        if undecodable:
+            return undecodable
         header = SeriesHeader(
             patient_id=_text(ds, "PatientID"),
             study_uid=_text(ds, "StudyInstanceUID"),
@@ -210,12 +278,19 @@ def read_slice(path: Path, relative: str, extra_tags: Sequence[str], group_by: s
             sop_uid=_text(ds, "SOPInstanceUID"),
             position=_slice_position(ds),
             instance_number=_instance_number(ds),
+            geometry=_geometry(ds),
         )
     except InvalidDicomError:
         return "not a DICOM file (no DICM prefix or file meta information)"
     # pydicom raises many exception types on damaged files; one bad file must not stop a scan.
     except Exception as error:
-        return f"unreadable DICOM: {type(error).__name__}: {error}"
+        return f"unreadable DICOM: {type(error).__name__}: {_short(str(error))}"
+
+
+def _short(message: str, limit: int = 160) -> str:
+    """An error message without the raw bytes some parsers quote (they can be header text)."""
+    message = re.sub(r"""b(['"]).*?\1""", "<bytes>", " ".join(message.split()))
+    return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
 def _slice_order(slices: list[_Slice]) -> list[_Slice]:
@@ -242,11 +317,15 @@ def scan_dicom_tree(
     """Read the header of every file under `dicom_root` and group the files into series.
 
     Returns the series (sorted by the `group_by` UID, files in slice order, relative to
-    `dicom_root` with "/") and the skipped files as (relative path, reason). A file is also
-    skipped when it repeats a SOPInstanceUID already seen in its series or disagrees with the
-    series' first slice on PatientID or StudyInstanceUID. `extra_tags` are further attribute
-    keywords whose raw text is kept per series (in `SeriesHeader.extra`). With `group_by`
-    SOPInstanceUID every image file is a series of its own.
+    `dicom_root` with "/") and the skipped files as (relative path, reason): every file is in
+    exactly one of the two. Besides files that cannot be read (see `read_slice`), a file is
+    skipped when it repeats a SOPInstanceUID already seen (in its series or another), or
+    disagrees with the most common PatientID, StudyInstanceUID or Modality of its series, or,
+    in a series of slices, with its most common geometry (orientation, Rows x Columns,
+    PixelSpacing). A series without a geometry shared by more than half of its slices (a
+    three-plane localiser) is skipped whole. `extra_tags` are further attribute keywords whose
+    raw text is kept per series (in `SeriesHeader.extra`). With `group_by` SOPInstanceUID every
+    image file is a series of its own.
     """
     if group_by not in GROUP_BY:
         raise ShiftlabError(f"dataset.ingest.group_by={group_by!r}; choose one of {GROUP_BY}.")
@@ -264,27 +343,118 @@ def scan_dicom_tree(
             by_series[result.header.source_uid].append(result)
 
     series = []
+    claimed: dict[str, str] = {}  # SOPInstanceUID -> the file that has it
     for series_uid in sorted(by_series):
-        ordered = _slice_order(by_series[series_uid])
-        first = ordered[0].header
         kept: list[_Slice] = []
-        seen: dict[str, str] = {}
-        for item in ordered:
-            if item.sop_uid and item.sop_uid in seen:
-                skipped.append((item.path, f"duplicate SOPInstanceUID of {seen[item.sop_uid]}"))
+        for item in _slice_order(by_series[series_uid]):
+            if item.sop_uid and item.sop_uid in claimed:
+                skipped.append((item.path, f"duplicate SOPInstanceUID of {claimed[item.sop_uid]}"))
                 continue
-            conflicts = [
-                k for k in ("PatientID", "StudyInstanceUID") if item.header.raw(k) != first.raw(k)
-            ]
-            if conflicts:
-                reason = f"{', '.join(conflicts)} differs from the rest of its series"
-                skipped.append((item.path, reason))
-                continue
-            seen[item.sop_uid] = item.path
+            claimed[item.sop_uid] = item.path
             kept.append(item)
-        first.files = [item.path for item in kept]
-        series.append(first)
+        kept = _agreeing(kept, skipped)
+        if group_by == "SeriesInstanceUID":
+            kept = _same_geometry(kept, skipped)
+        if not kept:
+            continue
+        header = kept[0].header
+        header.files = [item.path for item in kept]
+        header.notes = _spacing_notes(kept)
+        series.append(header)
     return series, sorted(skipped)
+
+
+def _majority(values: Sequence) -> object:
+    """The most common value; ties go to the one seen first (slice order)."""
+    counts = Counter(values)
+    best = max(counts.values())
+    return next(v for v in values if counts[v] == best)
+
+
+def _agreeing(slices: list[_Slice], skipped: list[tuple[str, str]]) -> list[_Slice]:
+    """The slices that share their series' most common PatientID, study and modality."""
+    kept = slices
+    for keyword in ("PatientID", "StudyInstanceUID", "Modality") if slices else ():
+        values = [item.header.raw(keyword) for item in kept]
+        common = _majority(values)
+        if all(v == common for v in values):
+            continue
+        for item, value in zip(kept, values, strict=True):
+            if value != common:
+                if keyword == "Modality":
+                    reason = f"Modality differs from its series: {value!r} vs {common!r}"
+                else:  # no raw identifier in a reason: skipped.csv may be shown to others
+                    reason = f"{keyword} differs from the rest of its series"
+                skipped.append((item.path, reason))
+        kept = [item for item, value in zip(kept, values, strict=True) if value == common]
+    return kept
+
+
+def _close(a: tuple | None, b: tuple | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return len(a) == len(b) and all(
+        abs(x - y) <= _GEOMETRY_TOLERANCE for x, y in zip(a, b, strict=True)
+    )
+
+
+def _shown(values: tuple | None) -> str:
+    return "absent" if values is None else "x".join(f"{v:g}" for v in values)
+
+
+def _geometry_difference(geometry: Geometry, reference: Geometry) -> str:
+    """What differs between two geometries, in words (empty when they agree)."""
+    names = ("orientation", "Rows x Columns", "PixelSpacing")
+    parts = [
+        f"{name} {_shown(value)} vs {_shown(expected)}"
+        for name, value, expected in zip(names, geometry, reference, strict=True)
+        if not _close(value, expected)
+    ]
+    return "; ".join(parts)
+
+
+def _same_geometry(slices: list[_Slice], skipped: list[tuple[str, str]]) -> list[_Slice]:
+    """The slices of a volume that share the geometry of more than half of them.
+
+    Slices of another orientation, size or pixel spacing cannot be stacked into one volume with
+    the rest: they are skipped. Without such a majority the whole series is skipped.
+    """
+    if len(slices) < 2:
+        return slices
+    reference = _majority([item.geometry for item in slices])
+    differences = [_geometry_difference(item.geometry, reference) for item in slices]
+    n_agreeing = sum(not d for d in differences)
+    if 2 * n_agreeing <= len(slices):
+        n_kinds = len({item.geometry for item in slices})
+        reason = (
+            f"inconsistent slice geometry: no orientation, size and pixel spacing is shared by "
+            f"more than half of the {len(slices)} slices of its series ({n_kinds} different; "
+            "e.g. a multi-plane localiser)"
+        )
+        skipped.extend((item.path, reason) for item in slices)
+        return []
+    for item, difference in zip(slices, differences, strict=True):
+        if difference:
+            skipped.append((item.path, f"slice geometry differs from its series: {difference}"))
+    return [item for item, difference in zip(slices, differences, strict=True) if not difference]
+
+
+def _spacing_notes(slices: list[_Slice]) -> list[str]:
+    """Caveats on the slice positions of a volume that is kept: repeated or uneven spacing."""
+    positions = [item.position for item in slices]
+    if len(slices) < 3 or any(p is None for p in positions):
+        return []
+    gaps = np.diff(np.asarray(positions, dtype=float))
+    typical = float(np.median(gaps))
+    notes = []
+    if (gaps < 1e-3).any():
+        notes.append(f"{int((gaps < 1e-3).sum())} slice(s) repeat the position of another")
+    if typical > 1e-3 and gaps.max() > 1.5 * typical:
+        notes.append(
+            f"uneven slice spacing: gaps up to {gaps.max():.3g} mm, typically {typical:.3g} mm "
+            "(a missing slice?)"
+        )
+    return notes
 
 
 @dataclass(frozen=True)
@@ -343,6 +513,74 @@ class SeriesSelection:
         for header in sorted(kept, key=lambda s: (sign * len(s.files), s.source_uid)):
             best.setdefault(header.raw(key_tag), header)
         return sorted(best.values(), key=lambda s: s.source_uid)
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of a skipped.csv reason, without its details (for the counts)."""
+    if re.match(r"sample .*: slice_index", reason):
+        return "slice_index outside its series"
+    kind = re.split(r": | \(", reason, maxsplit=1)[0]
+    return re.sub(r"^(duplicate SOPInstanceUID) of .*", r"\1", kind)
+
+
+def _vendor_note(manufacturer: str) -> str | None:
+    if normalise_vendor(manufacturer) != UNKNOWN:
+        return None
+    if not manufacturer.strip():
+        return "vendor unknown: Manufacturer missing or empty"
+    return f"vendor unknown: Manufacturer {manufacturer!r} is not in shiftlab/vendors.py"
+
+
+@dataclass
+class _Accounts:
+    """Where every scanned file went, and the series kept with a caveat."""
+
+    unused: list[tuple[str, int, str]]  # (first file, number of files, reason)
+    flagged: list[tuple[str, str]]  # (first file, caveat)
+    files: dict[str, int]
+
+
+def _account(
+    series: Sequence[SeriesHeader],
+    chosen: Sequence[SeriesHeader],
+    unlabelled: Sequence[SeriesHeader],
+    df: pd.DataFrame,
+    n_skipped_files: int,
+    key_tag: str,
+) -> _Accounts:
+    in_samples = {f for joined in df["paths"] for f in joined.split(PATH_SEPARATOR)}
+    chosen_ids, unlabelled_ids = {id(s) for s in chosen}, {id(s) for s in unlabelled}
+    unused, flagged = [], []
+    n_used = n_unused = 0
+    for header in series:
+        first = header.files[0]
+        if first in in_samples:
+            n_used += len(header.files)
+            notes = [_vendor_note(header.manufacturer), *header.notes]
+            flagged.extend((first, note) for note in notes if note)
+            continue
+        if id(header) not in chosen_ids:
+            reason = "not chosen (dataset.ingest: series_filter or series_per_key)"
+        elif id(header) in unlabelled_ids:
+            reason = f"no label: its {key_tag} is not in the label file"
+        else:
+            reason = "no sample could be made from it (reasons in skipped.csv)"
+        unused.append((first, len(header.files), reason))
+        n_unused += len(header.files)
+    files = {
+        "scanned": n_used + n_unused + n_skipped_files,
+        "in_samples": n_used,
+        "skipped": n_skipped_files,
+        "in_unused_series": n_unused,
+    }
+    return _Accounts(sorted(unused), sorted(flagged), files)
+
+
+def _print_skipped(skipped: Sequence[tuple[str, str]]) -> dict[str, int]:
+    kinds = Counter(reason_kind(reason) for _, reason in skipped)
+    for kind, n in sorted(kinds.items(), key=lambda item: (-item[1], item[0])):
+        print(f"  {n:>8}  {kind}")
+    return dict(sorted(kinds.items()))
 
 
 def _slice_outside(sample: LabelledSample, n_slices: int) -> str | None:
@@ -434,33 +672,9 @@ def _read_labels(dataset_cfg: DictConfig) -> LabelTable:
     return labels
 
 
-def usable_domains(df: pd.DataFrame, groups: Mapping | None = None) -> list[str]:
-    """Vendors and vendor groups with both classes in each of train, val and test."""
-    usable = []
-    candidates = {v: frozenset({v}) for v in sorted(set(df["vendor"]))}
-    present = set(candidates)
-    for name, group in (groups or {}).items():
-        candidates[name] = group_vendors(name, group, present)
-    for name, vendors in candidates.items():
-        rows = df[domain_rows(df, vendors)]
-        if all(rows.loc[rows["split"] == s, "label"].nunique() == 2 for s in SPLITS):
-            usable.append(name)
-    return usable
-
-
 def _print_usable_pairs(df: pd.DataFrame, groups: Mapping | None) -> None:
-    domains = usable_domains(df, groups)
+    domains, pairs = usable_domains(df, groups), usable_pairs(df, groups)
     present = set(df["vendor"])
-    vendor_sets = {
-        name: frozenset({name}) if name in present else group_vendors(name, groups[name], present)
-        for name in domains
-    }
-    pairs = [
-        f"{a}->{b}"
-        for a in domains
-        for b in domains
-        if a != b and not vendor_sets[a] & vendor_sets[b]
-    ]
     unusable = sorted(present - set(domains))
     print(f"usable domains:     {', '.join(domains) or 'none'} (both classes in train, val, test)")
     if unusable:
@@ -559,10 +773,30 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
     key = load_or_create_key(paths_cfg.pseudonym_key)
     df, raw_patients, unlabelled, dropped = _manifest_rows(chosen, labels, key)
     print(f"skipped files:      {len(skipped)} (reasons in {skipped_path})")
+    accounts = _account(series, chosen, unlabelled, df, len(skipped), labels.key_tag)
     if dropped:
         print(f"samples dropped:    {len(dropped)} (reasons in {skipped_path})")
+    n_skipped_files = len(skipped)
     skipped = sorted([*skipped, *dropped])
+    skipped_by_kind = _print_skipped(skipped)
     write_if_changed(skipped_path, csv_bytes(pd.DataFrame(skipped, columns=["path", "reason"])))
+    unused = pd.DataFrame(accounts.unused, columns=["path", "n_files", "reason"])
+    write_if_changed(manifest_dir / UNUSED_NAME, csv_bytes(unused))
+    flagged = pd.DataFrame(accounts.flagged, columns=["path", "note"])
+    write_if_changed(manifest_dir / FLAGGED_NAME, csv_bytes(flagged))
+    files = accounts.files
+    print(
+        f"files accounted:    {files['scanned']} = {files['in_samples']} in samples + "
+        f"{n_skipped_files} skipped + {files['in_unused_series']} in unused series "
+        f"({manifest_dir / UNUSED_NAME})"
+    )
+    n_unknown = int((df["vendor"] == UNKNOWN).sum())
+    if n_unknown:
+        print(f"vendor unknown:     {n_unknown} samples (see {manifest_dir / FLAGGED_NAME})")
+    if len(flagged):
+        print(
+            f"caveats:            {len(flagged)} on kept series (in {manifest_dir / FLAGGED_NAME})"
+        )
     matched_keys = {s.raw(labels.key_tag) for s in chosen} & set(labels.samples)
     print(f"{'unlabelled ' + unit + ':':<20}{len(unlabelled)} (dropped)")
     n_keys = len(labels.samples)
@@ -575,6 +809,12 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
         "n_files_skipped": len(skipped),
         "n_series_unlabelled": len(unlabelled),
         "pseudonym_key_id": pseudonym(key, "shiftlab-key-id", "k-"),
+        # Every scanned file: in a sample, skipped (skipped.csv) or in an unused series.
+        "files": files,
+        "skipped_by_kind": skipped_by_kind,
+        "n_series_unused": len(unused),
+        "n_flagged": len(flagged),
+        "n_samples_vendor_unknown": n_unknown,
     }
     if len(chosen) < len(series):
         meta["n_series_not_chosen"] = len(series) - len(chosen)

@@ -4,7 +4,9 @@ A run directory holds ``config.yaml`` (resolved), ``attempts.json`` (each start 
 settings hash, host, whether it resumed), ``metrics.json``, ``predictions.csv``, for a target
 injection ``injected.csv``, and, written last, ``done``. Every file is written to a temporary
 name and renamed, so a killed run never leaves a half-written file; a directory without ``done``
-is an incomplete run, resumed from ``checkpoints/last.ckpt`` when it is started again.
+is an incomplete run, resumed from ``checkpoints/last.ckpt`` when it is started again. A run that
+fails after its start writes ``failure.json`` (kind, one-line reason: ``shiftlab.failure``) and
+names the reason in its attempt; the next start removes it (the attempt keeps the reason).
 """
 
 from __future__ import annotations
@@ -18,16 +20,42 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from shiftlab.errors import ShiftlabError
+
 DONE = "done"
 ATTEMPTS = "attempts.json"
+FAILURE = "failure.json"
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, flush it to disk, rename it: readers
+    see the old file or the new one, never a part, even after a crash of the machine."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    with open(tmp, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
     os.replace(tmp, path)
+
+
+def check_writable(folder: str | Path) -> None:
+    """Raise a ShiftlabError unless files can be created in ``folder`` (or, where it does not
+    exist yet, in the nearest folder above it that does), without creating ``folder`` itself."""
+    folder = Path(folder).absolute()
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+    probe = existing / f".shiftlab-write-test.{os.getpid()}"
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ShiftlabError(
+            f"cannot write the run record to {folder}: {error.strerror or error}. Nothing was "
+            "trained; point paths.output_dir (or SHIFTLAB_OUTPUT_DIR) at a folder you can write."
+        ) from None
 
 
 class RunRecord:
@@ -77,6 +105,9 @@ class RunRecord:
         """
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / DONE).unlink(missing_ok=True)
+        (self.dir / FAILURE).unlink(missing_ok=True)  # its reason stays in attempts.json
+        for stale in self.dir.glob(".*.tmp"):  # left by a process killed while writing
+            stale.unlink(missing_ok=True)
         previous = self.attempts()
         if resume is None:
             shutil.rmtree(self.dir / "checkpoints", ignore_errors=True)
@@ -99,6 +130,22 @@ class RunRecord:
 
     def write_table(self, name: str, table: pd.DataFrame) -> None:
         write_atomic(self.dir / name, table.to_csv(index=False))
+
+    def write_failure(self, failure: dict[str, Any]) -> None:
+        """``failure.json``, and the reason in this attempt's entry of ``attempts.json``."""
+        write_atomic(self.dir / FAILURE, json.dumps(failure, indent=2, default=str) + "\n")
+        attempts = self.attempts()
+        if attempts:
+            attempts[-1]["failure"] = failure.get("reason")
+            write_atomic(self.dir / ATTEMPTS, json.dumps(attempts, indent=2, default=str) + "\n")
+
+    def failure(self) -> dict[str, Any] | None:
+        """The failure of the last attempt, when it failed (and nothing restarted it since)."""
+        path = self.dir / FAILURE
+        try:
+            return json.loads(path.read_text()) if path.is_file() else None
+        except ValueError:
+            return None
 
     def finish(self) -> None:
         write_atomic(self.dir / DONE, "")

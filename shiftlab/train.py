@@ -10,9 +10,14 @@ last.ckpt; one that another live process trains is skipped (shiftlab/grid.py).
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
+import multiprocessing
 import os
 import socket
+import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -23,6 +28,7 @@ import lightning as L
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.environments import LightningEnvironment
@@ -30,12 +36,15 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
+from shiftlab.checks import explained
 from shiftlab.data.datamodule import ShiftDataModule
 from shiftlab.data.prepare import ensure_manifest
-from shiftlab.errors import exit_on_user_error, instantiate
+from shiftlab.errors import ShiftlabError, exit_on_user_error, instantiate
+from shiftlab.failure import FiniteLoss, check_finite_metrics, failure_record
 from shiftlab.grid import RunLock, describe, pin_gpu
 from shiftlab.models.classifier import ShiftClassifier
-from shiftlab.record import RunRecord
+from shiftlab.provenance import provenance, trained_by
+from shiftlab.record import FAILURE, RunRecord, check_writable
 from shiftlab.settings import register_resolvers, settings, settings_hash
 
 CHECKPOINT_RULE = "highest source-validation AUROC, earliest epoch on ties"
@@ -82,6 +91,7 @@ def _result(
     checkpoint: ModelCheckpoint,
     evaluated: list[dict[str, float]],
     timings: dict[str, float],
+    config_hash: str,
 ) -> dict[str, Any]:
     """The content of metrics.json: per-domain AUROC, ΔAUC, and what they depend on."""
     source, target = datamodule.domains.source, datamodule.domains.target
@@ -102,7 +112,7 @@ def _result(
         "model": cfg.model.name,
         "seed": int(cfg.seed),
         "split_seed": int(cfg.split_seed),
-        "config_hash": settings_hash(cfg),
+        "config_hash": config_hash,
         "manifest_sha256": datamodule.manifest_sha256,
         "checkpoint": {
             "rule": CHECKPOINT_RULE,
@@ -127,17 +137,67 @@ def _wandb_summary(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """One run: returns the metrics it wrote to ``run_dir/metrics.json``."""
+class FirstStep(L.Callback):
+    """Notes when the first training batch of the run starts: where its start-up ends."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.at is None:
+            self.at = time.perf_counter()
+
+
+def build_model(cfg: DictConfig, datamodule: ShiftDataModule) -> ShiftClassifier:
+    """The run's LightningModule, its network initialised from ``cfg.seed``."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    return ShiftClassifier(
+        net=instantiate(cfg.model.net),
+        val_domains=datamodule.val_domains,
+        test_domains=datamodule.test_domains,
+        channels_last=cfg.runtime.channels_last,
+        compile_net=cfg.runtime.compile,
+        **cfg.optim,
+    )
+
+
+def build_checkpoints(cfg: DictConfig, run_dir: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """The checkpoint tested (best on source validation) and the one resumed from (last)."""
+    dirpath = str(Path(run_dir) / "checkpoints")
+    checkpoint: ModelCheckpoint = instantiate(cfg.callbacks.checkpoint, dirpath=dirpath)
+    last: ModelCheckpoint = instantiate(cfg.callbacks.last, dirpath=dirpath)
+    return checkpoint, last
+
+
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, logger: Any, callbacks: list[L.Callback], **overrides: Any
+) -> L.Trainer:
+    return instantiate(
+        cfg.trainer,
+        default_root_dir=str(run_dir),
+        logger=logger,
+        callbacks=callbacks,
+        **overrides,
+    )
+
+
+def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) -> dict[str, Any]:
+    """One run: returns the metrics it wrote to ``run_dir/metrics.json``. ``config_hash``:
+    ``settings_hash(cfg)`` where the caller has it already (it resolves the whole config)."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
+    check_writable(run_dir)
     ensure_manifest(cfg)
-    datamodule: ShiftDataModule = instantiate(cfg.data)  # validates the domains
+    try:
+        datamodule: ShiftDataModule = instantiate(cfg.data)  # validates the domains
+    except ShiftlabError as error:  # with the usable domains and pairs of this manifest
+        raise explained(error, cfg) from None
     record = RunRecord(run_dir)
-    config_hash = settings_hash(cfg)
+    config_hash = config_hash or settings_hash(cfg)
     resume = record.resume_point(config_hash)  # read by every process before any writes
     # In a distributed run (torchrun, srun) the record is written by global rank 0 only.
     writer = rank_zero_only.rank == 0
+    made_by = provenance()  # code version and package versions, for the record
     if writer:
         record.start(
             cfg,
@@ -147,29 +207,18 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             host=socket.gethostname(),
             pid=os.getpid(),
             cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+            code_version=made_by["code_version"],
         )
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = ShiftClassifier(
-        net=instantiate(cfg.model.net),
-        val_domains=datamodule.val_domains,
-        test_domains=datamodule.test_domains,
-        channels_last=cfg.runtime.channels_last,
-        compile_net=cfg.runtime.compile,
-        **cfg.optim,
-    )
-    checkpoint: ModelCheckpoint = instantiate(
-        cfg.callbacks.checkpoint, dirpath=str(run_dir / "checkpoints")
-    )
-    last: ModelCheckpoint = instantiate(cfg.callbacks.last, dirpath=str(run_dir / "checkpoints"))
+    model = build_model(cfg, datamodule)
+    checkpoint, last = build_checkpoints(cfg, run_dir)
+    first_step = FirstStep()
     logger = None
     failed = True
     try:
         logger = instantiate(cfg.logger, save_dir=str(run_dir))
         # What reaches the logger (and W&B): settings with paths masked, never patient data.
         logger.log_hyperparams(settings(cfg))
-        trainer: L.Trainer = instantiate(
-            cfg.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=[checkpoint, last]
-        )
+        trainer = build_trainer(cfg, run_dir, logger, [checkpoint, last, first_step, FiniteLoss()])
         fit_started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume and str(resume[0]))
         test_started = time.perf_counter()
@@ -183,15 +232,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             if not is_writer:
                 failed = False
                 return {}
-            trainer = instantiate(
-                cfg.trainer,
+            trainer = build_trainer(
+                cfg,
+                run_dir,
+                logger,
+                [],
                 devices=1,
                 num_nodes=1,
                 strategy=SingleDeviceStrategy(device),
                 plugins=[LightningEnvironment()],
-                default_root_dir=str(run_dir),
-                logger=logger,
-                callbacks=[],
             )
             state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
             model.load_state_dict(state)
@@ -205,8 +254,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             "test": finished - test_started,
             "total": finished - started,
         }
-        result = _result(cfg, datamodule, checkpoint, [*validated, *tested], timings)
+        evaluated = [*validated, *tested]
+        result = _result(cfg, datamodule, checkpoint, evaluated, timings, config_hash)
         result["resumed_from_epoch"] = resume and resume[1]
+        # Start-up of this run: from train() to the first training step (None: no step to take).
+        at = first_step.at
+        result["first_step_s"] = None if at is None else round(at - started, 2)
+        check_finite_metrics(result["metrics"])  # a nan AUROC is a failure, not a result
+        result |= made_by
+        result["code_version"] = trained_by(record.attempts()) or made_by["code_version"]
         record.write_predictions(_predictions(model, datamodule))
         if datamodule.shift["name"] == "injection":
             record.write_table("injected.csv", datamodule.injection_table())
@@ -215,6 +271,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             logger.experiment.summary.update(_wandb_summary(result))
         record.finish()
         failed = False
+    except BaseException as error:
+        # Recorded beside the run (masked: no DICOM path), so the grid and the report say why.
+        if writer:
+            record.write_failure(failure_record(error, cfg))
+            if isinstance(error, ShiftlabError):
+                error.args = (f"{error} (recorded in {record.dir / FAILURE})",)
+        raise
     finally:
         if isinstance(logger, WandbLogger):
             import wandb  # only when W&B is in use: importing it costs a second
@@ -240,24 +303,27 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any] | None:
     """``train`` unless the run is done (its metrics come back) or a live process trains it
     (None). Only global rank 0 of a distributed run takes the run's lock."""
     run_dir = Path(run_dir)
-    finished = RunRecord(run_dir).finished(settings_hash(cfg))
+    config_hash = settings_hash(cfg)
+    finished = RunRecord(run_dir).finished(config_hash)
     if finished is not None:
         print(f"already done, not trained again: {run_dir}")
         return finished
+    check_writable(run_dir)
     if rank_zero_only.rank != 0:
-        return train(cfg, run_dir)
+        return train(cfg, run_dir, config_hash)
     with RunLock(run_dir) as lock:
         if lock.holder is not None:
             print(f"running elsewhere ({describe(lock.holder)}), skipped: {run_dir}")
             return None
-        return train(cfg, run_dir)
+        return train(cfg, run_dir, config_hash)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     _quiet_library_noise()
-    with exit_on_user_error():
+    # In a multirun a failed run is reported and the sweep goes on (shiftlab.grid lists failures).
+    with exit_on_user_error(stop=HydraConfig.get().mode != RunMode.MULTIRUN):
         launcher = cfg.get("launcher") or {}
         if launcher.get("slot_dir"):  # launcher=local_gpus: this worker's own GPU, before CUDA
             print(f"GPU {pin_gpu(int(launcher.gpus), launcher.slot_dir)}: {run_dir}")
@@ -267,5 +333,41 @@ def main(cfg: DictConfig) -> None:
         print(f"  run record: {run_dir}")
 
 
-if __name__ == "__main__":
+def exit_without_teardown() -> None:
+    """End a finished command-line process without the interpreter's teardown.
+
+    Freeing the ten thousand modules that torch, Lightning and their imports load takes the
+    interpreter longer than the whole run's setup (1-2.5 s on 2 cores, ``benchmarks/startup.py``),
+    paid by every run that is its own process (a single run, a SLURM array task). What a normal
+    exit does that matters is done here: the exit handlers run (logging, W&B, multiprocessing) and
+    the standard streams are flushed. While another thread or a child process is alive (a joblib
+    launcher's workers, loader workers), or under a profiler or debugger (which write their
+    results after the program), the interpreter shuts down as usual instead.
+    """
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return
+    current = threading.current_thread()
+    if any(t is not current and not t.daemon for t in threading.enumerate()):
+        return
+    if multiprocessing.active_children():
+        return
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def cli() -> None:
+    """``python -m shiftlab.train``: the run(s), then a quick exit.
+
+    The objects of the imports (torch, Lightning, ...) live as long as the process: frozen, they
+    are left out of every later garbage collection, of which a full one otherwise scans them all
+    (0.3 s, measured in a run's setup by ``benchmarks/startup.py``).
+    """
+    gc.freeze()
     main()
+    exit_without_teardown()
+
+
+if __name__ == "__main__":
+    cli()

@@ -228,7 +228,7 @@ def test_key_file_is_private(run: Run) -> None:
 
 def test_second_run_changes_nothing(run: Run) -> None:
     manifest_dir = Path(run.cfg.dataset.manifest_dir)
-    names = ("manifest.csv", "manifest.json", "skipped.csv")
+    names = ("manifest.csv", "manifest.json", "skipped.csv", "unused.csv", "flagged.csv")
 
     def snapshot() -> dict[str, tuple[bytes, int, int]]:
         return {

@@ -19,7 +19,13 @@ from torch.utils.data import DataLoader
 
 from shiftlab.data import cache
 from shiftlab.data.domains import Domains, domain_rows, resolve_domains
-from shiftlab.data.loading import CachedSeries, loader_options, loader_workers
+from shiftlab.data.loading import (
+    CachedSeries,
+    cached_dataset,
+    collate_for,
+    loader_options,
+    loader_workers,
+)
 from shiftlab.data.shift import TrainingNoise, check_shift, noise_std, pixel_std, training_set
 from shiftlab.errors import ShiftlabError
 from shiftlab.manifest import load_manifest
@@ -50,7 +56,11 @@ class ShiftDataModule(L.LightningDataModule):
         shift: Mapping | None = None,
         split_seed: int = 0,
         seed: int = 0,
+        batch_reads: bool = True,
     ) -> None:
+        """``batch_reads``: read each batch from the cache with one gather (``CachedBatches``)
+        rather than sample by sample; the batches are the same. Not a config key, so it is not
+        part of a run's identity; ``+data.batch_reads=false`` reads sample by sample."""
         super().__init__()
         self.manifest, self.manifest_meta = load_manifest(manifest_dir, dataset_name)
         self.domains: Domains = resolve_domains(self.manifest, source, target, domain_groups)
@@ -66,6 +76,7 @@ class ShiftDataModule(L.LightningDataModule):
         # On CUDA the modality's gpu_workers entry, where it has one (shiftlab/data/loading.py).
         self.num_workers = loader_workers(num_workers, gpu_workers, modality)
         self.hflip = hflip
+        self.batch_reads = batch_reads
         self.val_domains = self._usable("val")
         self.test_domains = self._usable("test")
         self._check_source_and_target()
@@ -143,7 +154,8 @@ class ShiftDataModule(L.LightningDataModule):
         return self.manifest.index.get_indexer(frame.index)
 
     def _series(self, frame: pd.DataFrame) -> CachedSeries:
-        return CachedSeries(self.arrays, self._rows(frame), frame["label"].to_numpy())
+        rows, labels = self._rows(frame), frame["label"].to_numpy()
+        return cached_dataset(self.arrays, rows, labels, self.batch_reads)
 
     def _dataset(self, domain: str, split: str) -> CachedSeries:
         return self._series(self.frame(domain, split))
@@ -154,6 +166,7 @@ class ShiftDataModule(L.LightningDataModule):
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
             drop_last=train and len(dataset) > self.batch_size,
+            collate_fn=collate_for(dataset),
             **loader_options(self.num_workers),
         )
 

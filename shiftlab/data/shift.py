@@ -33,18 +33,36 @@ def check_shift(shift: Mapping[str, Any]) -> None:
     if kind not in KINDS:
         raise ShiftlabError(f"shift={kind!r} is not an ablation; choose one of {list(KINDS)}.")
     if kind == "injection":
-        fraction, mode = float(shift["fraction"]), shift["mode"]
+        fraction, mode = _number(shift, "fraction", "a share in [0, 1)"), shift["mode"]
         if mode not in MODES:
             raise ShiftlabError(f"shift.mode={mode!r}: choose one of {list(MODES)}.")
         if not 0.0 <= fraction < 1.0:
-            raise ShiftlabError(f"shift.fraction={fraction}: the target's share must be in [0, 1).")
+            raise ShiftlabError(
+                f"shift.fraction={fraction}: the target's share must be in [0, 1) "
+                "(e.g. shift.fraction=0.3; 1 would leave no source sample to train on)."
+            )
     if kind == "noise":
-        if float(shift["alpha"]) < 0:
-            raise ShiftlabError(f"shift.alpha={shift['alpha']}: a noise strength is >= 0.")
+        alpha = _number(shift, "alpha", "a strength >= 0, in percent")
+        if alpha < 0:
+            raise ShiftlabError(
+                f"shift.alpha={shift['alpha']}: a noise strength is >= 0 (percent of "
+                "shift.reference; 0 adds no noise)."
+            )
         if shift["reference"] not in REFERENCES:
             raise ShiftlabError(
                 f"shift.reference={shift['reference']!r}: choose one of {list(REFERENCES)}."
             )
+
+
+def _number(shift: Mapping[str, Any], key: str, expected: str) -> float:
+    """A shift setting as a finite number, or a ShiftlabError that says what is expected."""
+    try:
+        value = float(shift[key])
+    except (KeyError, TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise ShiftlabError(f"shift.{key}={shift.get(key)!r}: expected a number, {expected}.")
+    return value
 
 
 def _round(x: float) -> int:
