@@ -14,7 +14,7 @@ the whole run in --budget-s:
    32-true), bf16 autocast (bf16-mixed) and bf16 with channels_last (2D networks), with cuDNN as a
    run sets it (trainer.deterministic); then the fastest of them with cudnn.benchmark and no
    determinism, which shows what determinism costs;
-2. loader: the fastest deterministic configuration fed by the DataLoader a run uses (CachedSeries
+2. loader: the fastest deterministic configuration fed by the DataLoader a run uses (CachedBatches
    over a memory-mapped .npy shaped like the preprocessing cache; pinned memory on CUDA) with 0, 4
    and 8 workers. "data wait" is the time blocked in next(iterator) over the wall time of the timed
    steps: 0 means the device never waited for a batch;
@@ -56,7 +56,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
 
-from shiftlab.data.loading import CachedSeries, loader_options  # noqa: E402
+from shiftlab.data.loading import cached_dataset, collate_for, loader_options  # noqa: E402
 from shiftlab.models.memory_format import (  # noqa: E402
     channels_last_batch,
     first_conv_channels,
@@ -418,7 +418,7 @@ def make_loader(arrays: np.ndarray, settings: Settings, workers: int) -> DataLoa
     """The training DataLoader of a run (ShiftDataModule._loader) over ``arrays``."""
     n = len(arrays)
     labels = np.random.default_rng(1).integers(0, 2, n).astype(np.float32)
-    dataset = CachedSeries(arrays, np.arange(n), labels)
+    dataset = cached_dataset(arrays, np.arange(n), labels)  # a run's default: batch-wise reads
     sampler = RandomSampler(
         dataset,
         num_samples=settings.batch_size * batches_needed(settings),
@@ -429,6 +429,7 @@ def make_loader(arrays: np.ndarray, settings: Settings, workers: int) -> DataLoa
         batch_size=settings.batch_size,
         sampler=sampler,
         drop_last=True,
+        collate_fn=collate_for(dataset),
         **loader_options(workers, pin_memory=settings.device.type == "cuda"),
     )
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from shiftlab.errors import ShiftlabError, instantiate
-from shiftlab.ingest import ensure_twin, run_ingest
 from shiftlab.manifest import JSON_NAME
 
 
@@ -28,6 +27,9 @@ def ensure_manifest(cfg: DictConfig) -> None:
         "  (with the same dataset.* and paths.* overrides as this run)"
     )
     if not meta_path.exists():
+        # Imported only here: ingest brings pydicom, which a run with its manifest never needs.
+        from shiftlab.ingest import ensure_twin, run_ingest
+
         if dataset.get("synthetic"):
             if not (Path(dataset.root) / "labels.csv").exists():
                 print(f"generating synthetic dataset {dataset.name} into {dataset.root} ...")

@@ -1,0 +1,90 @@
+"""Each performance benchmark in its quickest mode: it runs and prints its ratio lines.
+
+The timings themselves are not checked (a shared machine is too noisy for that): the scripts
+print ratios for people to read against the targets in README "Performance".
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+import sys
+from collections.abc import Iterator
+
+import pytest
+import torch
+from conftest import REPO
+
+NUMBER = r"[0-9]+(\.[0-9]+)?"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being defined
+    spec.loader.exec_module(module)
+    return module
+
+
+def _line(out: str, pattern: str) -> str:
+    found = [line for line in out.splitlines() if re.search(pattern, line)]
+    assert len(found) == 1, f"{pattern!r} in:\n{out}"
+    return found[0]
+
+
+@pytest.fixture
+def torch_state() -> Iterator[None]:
+    """The step benchmark sets threads, determinism and Lightning's log level for its process."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    level = logging.getLogger("lightning.pytorch").level
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    logging.getLogger("lightning.pytorch").setLevel(level)
+
+
+def test_step_overhead_prints_the_ratio(torch_state, capsys: pytest.CaptureFixture[str]) -> None:
+    _script("step_overhead").main(["--quick"])
+    out = capsys.readouterr().out
+    assert "1 training batches" in _line(out, r"^synthetic_mri \(3x64x64\), smallcnn, batch 50")
+    assert re.search(rf"^\s+1\s+{NUMBER}; {NUMBER}\s+{NUMBER}; {NUMBER}", out, re.M), out
+    line = _line(out, r"^overhead ratio \(shiftlab / hand-written, per epoch\)")
+    assert re.search(rf": {NUMBER} wall, {NUMBER} cpu", line), line
+
+
+def test_startup_prints_the_breakdown_and_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    module = _script("startup")
+    module.main(["--quick"])
+    out = capsys.readouterr().out
+    for part in module.PARTS:
+        assert re.search(rf"^  {re.escape(part)}\s+-?{NUMBER} s", out, re.M), (part, out)
+    assert re.search(rf"^fixed cost per run: {NUMBER} s", out, re.M), out
+    assert re.search(rf"^time to first step: {NUMBER} s", out, re.M), out
+    _line(out, rf"^ratio fixed / training at 60 epochs of this set: {NUMBER}")
+
+
+def test_grid_workers_prints_the_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    _script("grid_workers").main(["--quick"])
+    out = capsys.readouterr().out
+    assert "(1 run(s))" in _line(out, r"^repeat 1: 2 workers, 1 thread")
+    _line(out, rf"^ratio 1 worker \([0-9]+ threads?\) / 2 workers \(1 thread each\): {NUMBER}x")
+
+
+def test_memory_scaling_prints_the_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    _script("memory_scaling").main(["--quick"])
+    out = capsys.readouterr().out
+    assert len(re.findall(r"^synthetic_mri\s+[12]x\s", out, re.M)) == 2, out
+    _line(out, rf"^ratio 2x / 1x, synthetic_mri: peak RSS {NUMBER}, peak anon {NUMBER}")
+
+
+def test_study_gpu_hours_prints_both_estimates(capsys: pytest.CaptureFixture[str]) -> None:
+    _script("study_gpu_hours").main([])
+    out = capsys.readouterr().out
+    for label in ("best setting", "fed by the loader as measured"):
+        line = _line(out, rf"^GPU-hours \({label}\), 1960 runs: ")
+        assert re.search(rf"on 1 GPU {NUMBER} days, on 8 GPUs {NUMBER} h$", line), line
+    for preset in ("mri_breast", "ct_head", "xray_mammo"):
+        assert re.search(rf"^{preset}\s", out, re.M), preset
