@@ -4,10 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install synth train calibrate bench report test test-slow lint clean
+.PHONY: help install synth train calibrate bench bench-step bench-startup bench-grid bench-memory \
+	bench-loader study-hours report test test-slow lint clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,24 @@ report: $(STAMP)  ## tables and figures from a grid's run records (EXPERIMENT=, 
 
 bench: $(STAMP)  ## benchmarks: cached vs decode-every-time epochs
 	$(BIN)/python benchmarks/cache_vs_decode.py
+
+bench-step: $(STAMP)  ## a shiftlab epoch vs a hand-written loop (about 3 minutes)
+	$(BIN)/python benchmarks/step_overhead.py
+
+bench-startup: $(STAMP)  ## the fixed cost of one run, part by part
+	$(BIN)/python benchmarks/startup.py
+
+bench-grid: $(STAMP)  ## the smoke grid with 1 vs 2 parallel workers
+	$(BIN)/python benchmarks/grid_workers.py
+
+bench-memory: $(STAMP)  ## peak memory of a run at 1x and 4x the dataset (a few minutes)
+	$(BIN)/python benchmarks/memory_scaling.py
+
+bench-loader: $(STAMP)  ## DataLoader images/s, per-sample vs batch-wise reads
+	$(BIN)/python benchmarks/loader_throughput.py
+
+study-hours: $(STAMP)  ## GPU-hours of the whole study from the measured GPU tables
+	$(BIN)/python benchmarks/study_gpu_hours.py
 
 test: $(STAMP)  ## the test suite (slow tests excluded)
 	WANDB_MODE=offline $(BIN)/python -m pytest -q

@@ -11,8 +11,8 @@ preprocessing cache and opened memory-mapped, as a run opens it. ``per-item`` is
 (one sample at a time, stacked by the default collate); ``batch`` is ``CachedBatches`` (one gather
 per batch). The two are timed in alternation, repeat after repeat, each pass over the whole set
 once the file is in the page cache; the best pass of each is kept (the least disturbed by other
-work on the machine). Every pass of the batch path is first checked to give the same batches as
-the per-item path under the same seed.
+work on the machine). Before any timing, the batch path is checked to give the per-item path's
+batches under the same seed.
 """
 
 from __future__ import annotations

@@ -28,10 +28,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from shiftlab.errors import exit_on_user_error
-from shiftlab.settings import register_resolvers, settings_hash
+from shiftlab.settings import CONF_DIR, register_resolvers, settings_hash
 from shiftlab.train import _quiet_library_noise, train
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TOLERANCE = 0.03  # |mean ΔAUC - study| allowed at the default severity
 NULL_LIMIT = 0.02  # mean |ΔAUC| allowed at severity 0
 

@@ -57,7 +57,8 @@ from shiftlab.record import DONE, FAILURE, check_writable
 Plugins.instance()
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: E402
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from shiftlab.settings import CONF_DIR  # noqa: E402
+
 LOCK = "lock"
 HEARTBEAT_S = 60.0  # how often a training process touches its lock
 STALE_AFTER_S = 600.0  # a lock of another host untouched this long belongs to a dead process

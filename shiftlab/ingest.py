@@ -50,7 +50,7 @@ from shiftlab.manifest import (
     write_manifest,
 )
 from shiftlab.pseudonym import load_or_create_key, pseudonym
-from shiftlab.settings import register_resolvers
+from shiftlab.settings import CONF_DIR, register_resolvers
 from shiftlab.vendors import UNKNOWN, normalise_vendor
 
 SKIPPED_NAME = "skipped.csv"
@@ -824,7 +824,7 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="ingest")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="ingest")
 def main(cfg: DictConfig) -> None:
     """Command-line entry: user errors become one line on stderr and exit status 2."""
     with exit_on_user_error():

@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+# The config tree, as an absolute path: Hydra resolves a relative config_path against the calling
+# module only when it runs as `python -m`, not when a console script imports it.
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 NOT_SETTINGS = ("hydra", "paths", "logger", "launcher")
 # Trainer options that change what is printed or how often curves are logged, never the model.

@@ -45,7 +45,7 @@ from shiftlab.grid import RunLock, describe, pin_gpu
 from shiftlab.models.classifier import ShiftClassifier
 from shiftlab.provenance import provenance, trained_by
 from shiftlab.record import FAILURE, RunRecord, check_writable
-from shiftlab.settings import register_resolvers, settings, settings_hash
+from shiftlab.settings import CONF_DIR, register_resolvers, settings, settings_hash
 
 CHECKPOINT_RULE = "highest source-validation AUROC, earliest epoch on ties"
 
@@ -318,7 +318,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any] | None:
         return train(cfg, run_dir, config_hash)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     _quiet_library_noise()
@@ -337,7 +337,7 @@ def exit_without_teardown() -> None:
     """End a finished command-line process without the interpreter's teardown.
 
     Freeing the ten thousand modules that torch, Lightning and their imports load takes the
-    interpreter longer than the whole run's setup (1-2.5 s on 2 cores, ``benchmarks/startup.py``),
+    interpreter longer than the whole run's setup (1.5-2.7 s on 2 cores, ``benchmarks/startup.py``),
     paid by every run that is its own process (a single run, a SLURM array task). What a normal
     exit does that matters is done here: the exit handlers run (logging, W&B, multiprocessing) and
     the standard streams are flushed. While another thread or a child process is alive (a joblib
@@ -362,7 +362,7 @@ def cli() -> None:
 
     The objects of the imports (torch, Lightning, ...) live as long as the process: frozen, they
     are left out of every later garbage collection, of which a full one otherwise scans them all
-    (0.3 s, measured in a run's setup by ``benchmarks/startup.py``).
+    (0.3 s, measured in the setup of a SmallCNN run).
     """
     gc.freeze()
     main()

@@ -73,3 +73,16 @@ def test_synthetic_run_prints_the_summary_and_writes_the_record(tmp_path: Path) 
     assert float(delta.group(1)) == pytest.approx(m["test/delta_auroc"], abs=5e-4)
     # The synthetic data went where SHIFTLAB_DATA_DIR points.
     assert list((tmp_path / "data").rglob("manifest.json"))
+
+
+@pytest.mark.parametrize("script", ["shiftlab-train", "shiftlab-ingest", "shiftlab-grid"])
+def test_console_scripts_find_the_config_tree_from_any_folder(script: str, tmp_path: Path) -> None:
+    """Console scripts import their module instead of running it as __main__: the config tree
+    must still be found, whatever the working directory."""
+    executable = Path(sys.executable).parent / script
+    arguments = ["--help"] if script == "shiftlab-grid" else ["--cfg", "job"]
+    result = subprocess.run(
+        [str(executable), *arguments], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr

@@ -9,9 +9,10 @@ from omegaconf import DictConfig
 
 from shiftlab.errors import ShiftlabError, exit_on_user_error, instantiate
 from shiftlab.ingest import run_ingest
+from shiftlab.settings import CONF_DIR
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="ingest")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="ingest")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         if not cfg.dataset.get("synthetic"):
