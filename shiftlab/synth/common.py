@@ -21,16 +21,22 @@ def seeded_rng(seed: int, *keys: object) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def write_labels_csv(out_dir: Path, rows: Sequence[dict], fieldnames: Sequence[str]) -> Path:
-    """Write ``out_dir/labels.csv`` atomically. Written last: its presence marks a complete set."""
-    path = Path(out_dir) / "labels.csv"
-    tmp = path.with_name(f"labels.csv.{os.getpid()}.tmp")
+def write_csv(path: Path, rows: Sequence[dict], fieldnames: Sequence[str]) -> Path:
+    """Write a CSV atomically (a temporary file renamed), creating its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(fieldnames))
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
     return path
+
+
+def write_labels_csv(out_dir: Path, rows: Sequence[dict], fieldnames: Sequence[str]) -> Path:
+    """Write ``out_dir/labels.csv``. Written last: its presence marks a complete set."""
+    return write_csv(Path(out_dir) / "labels.csv", rows, fieldnames)
 
 
 @dataclass(frozen=True)

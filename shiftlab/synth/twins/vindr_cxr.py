@@ -28,7 +28,6 @@ and PatientName, so patient identity must come from the label recipe (image_id).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from dataclasses import dataclass
@@ -39,7 +38,13 @@ import numpy as np
 from pydicom.dataset import FileDataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
 
-from shiftlab.synth.common import SyntheticPatient, image_dataset, seeded_rng, set_instance
+from shiftlab.synth.common import (
+    SyntheticPatient,
+    image_dataset,
+    seeded_rng,
+    set_instance,
+    write_csv,
+)
 from shiftlab.synth.dicom_writer import write_dicom_atomic
 from shiftlab.synth.severity import interpolate_vendors
 from shiftlab.synth.xray import VENDORS as XRAY_VENDORS
@@ -196,16 +201,6 @@ def _row(image_id: str, findings: set[str], columns: tuple[str, ...], **first: s
     return row
 
 
-def _write_csv(path: Path, fieldnames: list[str], rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def generate(
     out_dir: str | os.PathLike[str],
     seed: int = 0,
@@ -257,15 +252,13 @@ def generate(
                 ):
                     train_rows.append(_row(image_id, found, FINDINGS, rad_id=str(reader)))
     annotations = release / "annotations"
-    _write_csv(
+    write_csv(
         annotations / "image_labels_train.csv",
-        ["image_id", "rad_id", *FINDINGS, NO_FINDING],
         train_rows,
+        ["image_id", "rad_id", *FINDINGS, NO_FINDING],
     )
-    _write_csv(
-        annotations / "image_labels_test.csv",
-        ["image_id", *TEST_FINDINGS, NO_FINDING],
-        test_rows,
+    write_csv(
+        annotations / "image_labels_test.csv", test_rows, ["image_id", *TEST_FINDINGS, NO_FINDING]
     )
     (out / TWIN_MARKER).write_text(
         "Miniature synthetic twin of VinDr-CXR 1.0.0 (PhysioNet), not real data: a few "

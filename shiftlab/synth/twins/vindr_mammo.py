@@ -31,7 +31,6 @@ PatientID: patient identity comes from the label recipe (study_id).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from dataclasses import dataclass
@@ -42,7 +41,13 @@ from pydicom.dataset import FileDataset
 from pydicom.uid import DigitalMammographyXRayImageStorageForPresentation, generate_uid
 from scipy.ndimage import gaussian_filter
 
-from shiftlab.synth.common import SyntheticPatient, image_dataset, seeded_rng, set_instance
+from shiftlab.synth.common import (
+    SyntheticPatient,
+    image_dataset,
+    seeded_rng,
+    set_instance,
+    write_csv,
+)
 from shiftlab.synth.dicom_writer import write_dicom_atomic
 
 RELEASE = Path("vindr-mammo") / "1.0.0"
@@ -258,16 +263,6 @@ def _dataset(
     return ds
 
 
-def _write_csv(path: Path, fieldnames: tuple[str, ...], rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(fieldnames))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def generate(
     out_dir: str | os.PathLike[str],
     seed: int = 0,
@@ -333,8 +328,8 @@ def generate(
                         ymax=f"{box[3]:.2f}",
                     )
                 finding_rows.append(finding)
-    _write_csv(release / "breast-level_annotations.csv", BREAST_COLUMNS, breast_rows)
-    _write_csv(release / "finding_annotations.csv", FINDING_COLUMNS, finding_rows)
+    write_csv(release / "breast-level_annotations.csv", breast_rows, BREAST_COLUMNS)
+    write_csv(release / "finding_annotations.csv", finding_rows, FINDING_COLUMNS)
     (out / TWIN_MARKER).write_text(
         "Miniature synthetic twin of VinDr-Mammo 1.0.0 (PhysioNet), not real data: a few "
         "synthetic four-view mammography exams written as DICOM in the release's folder "
