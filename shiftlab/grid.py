@@ -1,4 +1,4 @@
-"""Grids of runs: which are done, which run elsewhere, which to start; GPU pinning; the CLI.
+"""Grids of runs: which a multirun starts (the resumable sweeper), and the grid command line.
 
     python -m shiftlab.grid status experiment=paper_grid     # done / running / incomplete / missing
     python -m shiftlab.grid dry-run experiment=paper_grid    # the runs a multirun would start
@@ -9,35 +9,24 @@ directories are named by the settings hash, so a relaunch finds the runs of earl
 ``ResumableSweeper`` (Hydra's basic sweeper, configured in conf/hydra/sweeper/) leaves out runs
 that are done or held by a live process, and hands the rest to the launcher; an incomplete run
 resumes from its last checkpoint (``shiftlab.train``). The same planning, without launching, is
-what ``status`` and ``dry-run`` print.
-
-A process that trains a run holds ``<run dir>/lock``, created with O_EXCL and holding its pid,
-host and SLURM job. The lock is live while its process is alive (same host) or while its
-heartbeat (the file's mtime, touched every minute) is recent (another host). A requeued SLURM
-task takes over the lock of its own earlier attempt.
+what ``status`` and ``dry-run`` print. Run states and the lock of a run in flight are
+``shiftlab.runs``; one GPU per worker is ``shiftlab.gpu_slots``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
-import json
 import logging
-import os
 import shlex
-import socket
-import subprocess
 import sys
-import threading
 import time
 import types
-import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.global_hydra import GlobalHydra
@@ -45,270 +34,22 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.plugins import Plugins
 from hydra.errors import CompactHydraException
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from shiftlab.errors import ShiftlabError, exit_on_user_error
-from shiftlab.record import DONE, FAILURE, check_writable
+from shiftlab.record import check_writable
 
 # Hydra's first plugin scan executes its plugin modules again, replacing their classes: the basic
 # sweeper is taken after that scan, or a subclass of it would not be a subclass of Hydra's.
 Plugins.instance()
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: E402
 
+from shiftlab.gpu_slots import NO_GPU  # noqa: E402
+from shiftlab.runs import STATES, describe, failures, lock_holder, run_state  # noqa: E402
 from shiftlab.settings import CONF_DIR  # noqa: E402
 
-LOCK = "lock"
-HEARTBEAT_S = 60.0  # how often a training process touches its lock
-STALE_AFTER_S = 600.0  # a lock of another host untouched this long belongs to a dead process
-STATES = ("done", "running", "incomplete", "missing")
-NO_GPU = (
-    "launcher=local_gpus found no GPU (CUDA_VISIBLE_DEVICES is empty or nvidia-smi lists none); "
-    "set launcher.gpus=N, or use launcher=basic."
-)
-
 log = logging.getLogger(__name__)
-
-
-# --- the lock of a run in flight ------------------------------------------------------------
-
-
-def _slurm_job() -> str | None:
-    """This process's SLURM job (array task), which a requeued task keeps."""
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _read_lock(path: Path) -> tuple[str, float] | None:
-    try:
-        return path.read_text(), path.stat().st_mtime
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def _live(text: str, mtime: float, stale_after_s: float) -> dict[str, Any] | None:
-    """The holder described by a lock file's text, or None when its process is gone."""
-    try:
-        holder = json.loads(text)
-    except ValueError:  # just created, not written yet
-        holder = {}
-    if holder.get("slurm_job") and holder["slurm_job"] == _slurm_job():
-        return None  # our own task before it was requeued
-    if holder.get("host") == socket.gethostname() and not _alive(int(holder["pid"])):
-        return None
-    if time.time() - mtime > stale_after_s:
-        return None  # no heartbeat: a dead process on another host (or a hung one)
-    return holder
-
-
-def lock_holder(run_dir: Path, stale_after_s: float = STALE_AFTER_S) -> dict[str, Any] | None:
-    """The live process training ``run_dir`` (pid, host, SLURM job, start), or None."""
-    found = _read_lock(Path(run_dir) / LOCK)
-    return _live(*found, stale_after_s) if found else None
-
-
-def describe(holder: dict[str, Any]) -> str:
-    where = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
-    return where + (f", SLURM job {holder['slurm_job']}" if holder.get("slurm_job") else "")
-
-
-class RunLock:
-    """``<run dir>/lock`` while this process trains the run.
-
-    ``with RunLock(run_dir) as lock:`` takes the lock unless a live process holds it;
-    ``lock.holder`` is then that process (and nothing was taken), else None.
-    """
-
-    def __init__(
-        self,
-        run_dir: str | Path,
-        heartbeat_s: float = HEARTBEAT_S,
-        stale_after_s: float = STALE_AFTER_S,
-    ) -> None:
-        self.path = Path(run_dir) / LOCK
-        self.heartbeat_s, self.stale_after_s = heartbeat_s, stale_after_s
-        self.holder: dict[str, Any] | None = None
-        self._token = uuid.uuid4().hex
-        self._stop = threading.Event()
-        self._beat: threading.Thread | None = None
-
-    def _content(self) -> str:
-        return json.dumps(
-            {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "slurm_job": _slurm_job(),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "token": self._token,
-            }
-        )
-
-    def _break(self, stale_text: str) -> None:
-        """Remove a stale lock, unless another process replaced it meanwhile."""
-        grave = self.path.with_name(f"{LOCK}.stale.{self._token}")
-        try:
-            os.rename(self.path, grave)
-        except FileNotFoundError:
-            return  # another process broke it first
-        if grave.read_text() != stale_text:
-            # A process broke the stale lock and took a fresh one in between: give it back.
-            os.rename(grave, self.path)
-        else:
-            grave.unlink()
-
-    def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(5):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                found = _read_lock(self.path)
-                if found is None:
-                    continue
-                self.holder = _live(*found, self.stale_after_s)
-                if self.holder is not None:
-                    return False
-                self._break(found[0])
-                continue
-            with os.fdopen(fd, "w") as file:
-                file.write(self._content())
-            self.holder = None
-            self._beat = threading.Thread(target=self._heartbeat, daemon=True)
-            self._beat.start()
-            return True
-        raise ShiftlabError(f"could not take the lock {self.path}: it keeps changing hands")
-
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(self.heartbeat_s):
-            with contextlib.suppress(FileNotFoundError):
-                os.utime(self.path)
-
-    def release(self) -> None:
-        self._stop.set()
-        found = _read_lock(self.path)
-        if found and self._token in found[0]:
-            self.path.unlink(missing_ok=True)
-
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.holder is None:
-            self.release()
-
-
-def failures(run_dirs: Sequence[Path], since: float = 0.0) -> list[tuple[Path, str]]:
-    """The runs among ``run_dirs`` whose last attempt failed (at or after ``since``), with the
-    reason from their failure.json."""
-    found = []
-    for run_dir in run_dirs:
-        path = Path(run_dir) / FAILURE
-        try:
-            if path.stat().st_mtime < since:
-                continue
-            found.append((Path(run_dir), str(json.loads(path.read_text()).get("reason"))))
-        except (OSError, ValueError):
-            continue
-    return found
-
-
-class OutputCheck(Callback):
-    """Before Hydra makes a single run's directory: a clear error when it cannot be written
-    (conf/train.yaml, hydra.callbacks). A multirun checks its sweep folder when planning."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Exits (status 2) rather than raising: Hydra turns a callback's exception into a warning.
-        with exit_on_user_error():
-            check_writable(config.hydra.run.dir)
-
-
-def run_state(run_dir: Path) -> str:
-    """done (``done`` written), running (a live lock), incomplete (started), or missing."""
-    if (run_dir / DONE).exists():
-        return "done"
-    if lock_holder(run_dir) is not None:
-        return "running"
-    if (run_dir / "config.yaml").exists():
-        return "incomplete"
-    return "missing"
-
-
-# --- one GPU per worker process (launcher=local_gpus) ----------------------------------------
-
-_claimed: tuple[str, IO] | None = None  # this process's GPU and its slot file, held until exit
-
-
-def visible_gpus() -> list[str]:
-    """GPUs this process may use: CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi lists.
-
-    Asks the driver through nvidia-smi, not CUDA, so the launching process never creates a
-    CUDA context (its worker processes pick their GPU before theirs).
-    """
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if listed is not None:
-        return [d.strip() for d in listed.split(",") if d.strip()]
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
-
-
-def pin_gpu(gpus: int, slot_dir: str | Path, poll_s: float = 2.0) -> str:
-    """Claim a GPU slot for this process and make that GPU its only visible device.
-
-    Slot k stands for the k-th visible GPU. A slot is held by an exclusive ``flock`` on
-    ``slot_dir/gpu<k>.lock``, which the operating system releases when the process ends, even
-    when it is killed. A worker process that runs several jobs keeps its first GPU (CUDA reads
-    CUDA_VISIBLE_DEVICES once). Must run before anything starts CUDA in this process.
-    """
-    global _claimed
-    if _claimed is not None:
-        return _claimed[0]
-    if gpus < 1:
-        raise ShiftlabError(NO_GPU)
-    devices = visible_gpus() or [str(i) for i in range(gpus)]
-    devices = devices[:gpus]
-    slot_dir = Path(slot_dir)
-    slot_dir.mkdir(parents=True, exist_ok=True)
-    waited = False
-    while True:
-        for slot, device in enumerate(devices):
-            file = open(slot_dir / f"gpu{slot}.lock", "a+")  # noqa: SIM115 (held until exit)
-            try:
-                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                file.close()
-                continue
-            file.seek(0)
-            file.truncate()
-            file.write(f"{os.getpid()} {socket.gethostname()}\n")
-            file.flush()
-            os.environ["CUDA_VISIBLE_DEVICES"] = device
-            _claimed = (device, file)
-            return device
-        if not waited:
-            print(f"all {len(devices)} GPU slots in {slot_dir} are taken; waiting", flush=True)
-            waited = True
-        time.sleep(poll_s)
 
 
 # --- planning: which runs a multirun would start ---------------------------------------------

@@ -55,7 +55,7 @@ def dataset_root(name: str, *, _root_: DictConfig) -> str:
 
 
 def _visible_gpu_count() -> int:
-    from shiftlab.grid import visible_gpus  # the launcher's business, imported only when asked
+    from shiftlab.gpu_slots import visible_gpus  # the launcher's business, imported only when asked
 
     return len(visible_gpus())
 

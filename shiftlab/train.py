@@ -5,7 +5,7 @@ python -m shiftlab.train dataset=mri_breast source=ge target=siemens seed=3
 python -m shiftlab.train experiment=paper_grid             # the study's grid (conf/experiment/)
 
 A run whose record is complete is not trained again; an incomplete one resumes from its
-last.ckpt; one that another live process trains is skipped (shiftlab/grid.py).
+last.ckpt; one that another live process trains is skipped (shiftlab/runs.py).
 """
 
 from __future__ import annotations
@@ -36,15 +36,17 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
+import shiftlab.grid  # noqa: F401  (publishes the resumable sweeper that multiruns use to Hydra)
 from shiftlab.checks import explained
 from shiftlab.data.datamodule import ShiftDataModule
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import ShiftlabError, exit_on_user_error, instantiate
 from shiftlab.failure import FiniteLoss, check_finite_metrics, failure_record
-from shiftlab.grid import RunLock, describe, pin_gpu
+from shiftlab.gpu_slots import pin_gpu
 from shiftlab.models.classifier import ShiftClassifier
 from shiftlab.provenance import provenance, trained_by
 from shiftlab.record import FAILURE, RunRecord, check_writable
+from shiftlab.runs import RunLock, describe
 from shiftlab.settings import CONF_DIR, register_resolvers, settings, settings_hash
 
 CHECKPOINT_RULE = "highest source-validation AUROC, earliest epoch on ties"

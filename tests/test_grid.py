@@ -20,7 +20,7 @@ import torch
 from conftest import REPO, compose_train
 from omegaconf import OmegaConf
 
-from shiftlab import grid
+from shiftlab import grid, runs
 from shiftlab.settings import settings_hash
 from shiftlab.train import _wandb_summary, run
 
@@ -198,21 +198,21 @@ def dead_pid() -> int:
 
 def write_lock(run_dir: Path, **holder: object) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / grid.LOCK).write_text(json.dumps(holder))
-    return run_dir / grid.LOCK
+    (run_dir / runs.LOCK).write_text(json.dumps(holder))
+    return run_dir / runs.LOCK
 
 
 def test_a_run_held_by_a_live_process_is_running_and_not_taken(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    first = grid.RunLock(run_dir)
+    first = runs.RunLock(run_dir)
     assert first.acquire()
-    assert grid.run_state(run_dir) == "running"
-    second = grid.RunLock(run_dir)
+    assert runs.run_state(run_dir) == "running"
+    second = runs.RunLock(run_dir)
     assert not second.acquire()
     assert second.holder["pid"] == os.getpid()
-    assert "pid" in grid.describe(second.holder)
+    assert "pid" in runs.describe(second.holder)
     first.release()
-    assert grid.run_state(run_dir) == "missing"
+    assert runs.run_state(run_dir) == "missing"
     assert second.acquire(), "a released lock can be taken"
     second.release()
 
@@ -220,26 +220,26 @@ def test_a_run_held_by_a_live_process_is_running_and_not_taken(tmp_path: Path) -
 def test_stale_locks_are_broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     host = os.uname().nodename
     here = write_lock(tmp_path / "dead", pid=dead_pid(), host=host)
-    assert grid.lock_holder(here.parent) is None, "a dead process on this host"
-    lock = grid.RunLock(here.parent)
+    assert runs.lock_holder(here.parent) is None, "a dead process on this host"
+    lock = runs.RunLock(here.parent)
     assert lock.acquire() and json.loads(here.read_text())["pid"] == os.getpid()
     lock.release()
 
     elsewhere = write_lock(tmp_path / "remote", pid=1, host="another-host")
-    assert grid.lock_holder(elsewhere.parent) is not None, "fresh heartbeat on another host"
-    old = time.time() - grid.STALE_AFTER_S - 60
+    assert runs.lock_holder(elsewhere.parent) is not None, "fresh heartbeat on another host"
+    old = time.time() - runs.STALE_AFTER_S - 60
     os.utime(elsewhere, (old, old))
-    assert grid.lock_holder(elsewhere.parent) is None, "no heartbeat for too long"
+    assert runs.lock_holder(elsewhere.parent) is None, "no heartbeat for too long"
 
     requeued = write_lock(tmp_path / "requeued", pid=1, host="another-host", slurm_job="77_3")
-    assert grid.lock_holder(requeued.parent) is not None
+    assert runs.lock_holder(requeued.parent) is not None
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
-    assert grid.lock_holder(requeued.parent) is None, "our own task before its requeue"
+    assert runs.lock_holder(requeued.parent) is None, "our own task before its requeue"
 
 
 def test_the_lock_has_a_heartbeat(tmp_path: Path) -> None:
-    lock = grid.RunLock(tmp_path, heartbeat_s=0.05)
+    lock = runs.RunLock(tmp_path, heartbeat_s=0.05)
     assert lock.acquire()
     old = time.time() - 3600
     os.utime(lock.path, (old, old))
@@ -257,7 +257,7 @@ def test_a_locked_run_is_skipped_by_train_and_by_the_sweep(tmp_path: Path) -> No
         *places(tmp_path),
     ]
     _, jobs = grid.grid(overrides)
-    held = grid.RunLock(jobs[0].run_dir)
+    held = runs.RunLock(jobs[0].run_dir)
     assert held.acquire()
     try:
         _, again = grid.grid(overrides)
@@ -274,7 +274,7 @@ def test_a_locked_run_is_skipped_by_train_and_by_the_sweep(tmp_path: Path) -> No
 def test_gpu_slots_give_concurrent_processes_distinct_devices(tmp_path: Path) -> None:
     """Simulated on CPU: three worker processes ask for one of two GPUs (visible as 3 and 5)."""
     script = (
-        "import sys, time; from shiftlab.grid import pin_gpu; "
+        "import sys, time; from shiftlab.gpu_slots import pin_gpu; "
         "print(pin_gpu(2, sys.argv[1], poll_s=0.1), flush=True); time.sleep(600)"
     )
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "3,5", "PYTHONPATH": str(REPO)}
@@ -403,7 +403,7 @@ def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path: Pa
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert epoch >= 2, "the run ended before it could be killed"
-    assert grid.run_state(job.run_dir) == "incomplete", "a dead process's lock is stale"
+    assert runs.run_state(job.run_dir) == "incomplete", "a dead process's lock is stale"
 
     launch(tmp_path, *chosen)
     assert (job.run_dir / "done").is_file()

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, compose_train
 
-from shiftlab import grid
+from shiftlab import grid, runs
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import ShiftlabError
 from shiftlab.failure import TrainingDiverged, mask
@@ -138,7 +138,7 @@ def test_a_run_killed_at_any_moment_is_never_read_and_a_relaunch_finishes_it(
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
     run_dir = job.run_dir
-    assert grid.run_state(run_dir) == "incomplete", "a dead process's lock is not live"
+    assert runs.run_state(run_dir) == "incomplete", "a dead process's lock is not live"
     assert not (run_dir / "done").exists() and not (run_dir / "metrics.json").exists()
     if moment == "record":
         assert (run_dir / "predictions.csv").is_file(), "written whole before metrics.json"
@@ -174,7 +174,7 @@ def test_a_diverging_run_stops_with_its_reason_recorded(tiny: Path, tmp_path: Pa
     [attempt] = json.loads((job.run_dir / "attempts.json").read_text())
     assert attempt["failure"] == failure["reason"]
     assert not (job.run_dir / "metrics.json").exists(), "no number is recorded"
-    assert grid.run_state(job.run_dir) == "incomplete"
+    assert runs.run_state(job.run_dir) == "incomplete"
     # No checkpoint holds the broken weights: last.ckpt is from before the loss went bad.
     status = io.StringIO()
     with contextlib.redirect_stdout(status):

@@ -52,7 +52,7 @@ class Run:
     """One run directory and what the report could make of it."""
 
     run_dir: Path
-    state: str  # done | running | incomplete | missing (shiftlab.grid.run_state)
+    state: str  # done | running | incomplete | missing (shiftlab.runs.run_state)
     problem: str | None = None  # why a done run cannot be used
     duplicate_of: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -277,7 +277,7 @@ def load_run(run_dir: str | os.PathLike[str], state: str | None = None) -> Run:
     """Read one run directory; never raises for a broken record (its problem is recorded)."""
     run_dir = Path(run_dir)
     if state is None:
-        from shiftlab.grid import run_state  # the grid's own rules: lock, done, config.yaml
+        from shiftlab.runs import run_state  # the grid's own rules: lock, done, config.yaml
 
         state = run_state(run_dir)
     run = Run(run_dir=run_dir, state=state)
