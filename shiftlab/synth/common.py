@@ -118,3 +118,20 @@ def set_instance(ds: FileDataset, series_uid: str, index: int) -> None:
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[series_uid, str(index)])
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
     ds.InstanceNumber = index + 1
+
+
+def set_grey_pixels(
+    ds: FileDataset, stored: np.ndarray, photometric: str, bits_stored: int
+) -> None:
+    """Give ``ds`` the pixels of a single-frame greyscale image (16 bits allocated, unsigned,
+    identity rescale) and the Image Pixel attributes that describe them."""
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = 0
+    ds.RescaleIntercept = 0
+    ds.RescaleSlope = 1
+    ds.PixelData = stored.astype(np.uint16).tobytes()

@@ -39,6 +39,7 @@ from scipy.ndimage import gaussian_filter
 from shiftlab.synth.common import (
     SyntheticPatient,
     image_dataset,
+    set_grey_pixels,
     set_instance,
     synthetic_patients,
     write_labels_csv,
@@ -264,21 +265,12 @@ def _dataset(
     spacing = FIELD_OF_VIEW_MM / pixels.shape[0]
     ds.ImagerPixelSpacing = [spacing, spacing]
     ds.PixelSpacing = [spacing, spacing]
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = vendor.photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = vendor.bits_stored
-    ds.HighBit = vendor.bits_stored - 1
-    ds.PixelRepresentation = 0
     # DX images carry an identity rescale; the log relation says which way intensity runs.
-    ds.RescaleIntercept = 0
-    ds.RescaleSlope = 1
+    set_grey_pixels(ds, pixels, vendor.photometric, vendor.bits_stored)
     ds.RescaleType = "US"
     ds.PixelIntensityRelationship = "LOG"
     ds.PixelIntensityRelationshipSign = 1 if vendor.photometric == "MONOCHROME1" else -1
     ds.update(voi)
-    ds.PixelData = pixels.tobytes()
     return ds
 
 

@@ -42,6 +42,7 @@ from shiftlab.synth.common import (
     SyntheticPatient,
     image_dataset,
     seeded_rng,
+    set_grey_pixels,
     set_instance,
     write_csv,
 )
@@ -165,18 +166,9 @@ def _dataset(
     ds.PatientSex = str(rng.choice(["M", "F"]))
     ds.PatientAge = f"{int(rng.integers(20, 85)):03d}Y"
     set_instance(ds, uids.series_uid, 0)
-    ds.Rows, ds.Columns = stored.shape
     ds.PixelSpacing = [430.0 / stored.shape[0]] * 2
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = model.photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = model.bits_stored
-    ds.HighBit = model.bits_stored - 1
-    ds.PixelRepresentation = 0
-    ds.RescaleIntercept = 0
-    ds.RescaleSlope = 1
+    set_grey_pixels(ds, stored, model.photometric, model.bits_stored)
     ds.update(voi)
-    ds.PixelData = stored.tobytes()
     return ds
 
 

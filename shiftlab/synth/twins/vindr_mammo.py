@@ -45,6 +45,7 @@ from shiftlab.synth.common import (
     SyntheticPatient,
     image_dataset,
     seeded_rng,
+    set_grey_pixels,
     set_instance,
     write_csv,
 )
@@ -242,16 +243,8 @@ def _dataset(
     stored = np.round(image * top)
     if vendor.photometric == "MONOCHROME1":
         stored = top - stored
-    ds.Rows, ds.Columns = image.shape
     ds.ImagerPixelSpacing = [0.085 * 3000 / image.shape[0]] * 2
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = vendor.photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = vendor.bits_stored
-    ds.HighBit = vendor.bits_stored - 1
-    ds.PixelRepresentation = 0
-    ds.RescaleIntercept = 0
-    ds.RescaleSlope = 1
+    set_grey_pixels(ds, stored, vendor.photometric, vendor.bits_stored)
     # The first window spans the stored range (what a reader applies); a second, narrower one is
     # an alternative the console offers, as some systems write.
     centres = [2 ** (vendor.bits_stored - 1), round(0.6 * top)][: vendor.windows]
@@ -259,7 +252,6 @@ def _dataset(
     ds.WindowCenter = centres if len(centres) > 1 else centres[0]
     ds.WindowWidth = widths if len(widths) > 1 else widths[0]
     ds.VOILUTFunction = "LINEAR"
-    ds.PixelData = stored.astype(np.uint16).tobytes()
     return ds
 
 
