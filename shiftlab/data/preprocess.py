@@ -37,6 +37,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from scipy.ndimage import gaussian_filter, map_coordinates
 
+from shiftlab.data.image_files import image_format, read_image_slices
 from shiftlab.errors import ShiftlabError
 
 INTENSITY_METHODS = ("zscore", "percentile")
@@ -53,9 +54,13 @@ class Preprocessor(Protocol):
 
 
 def read_slices(files: Sequence[Path]) -> list[Dataset]:
-    """Read and decode every file of a sample, naming the file that fails."""
+    """Read and decode every file of a sample, naming the file that fails. A NIfTI or PNG file
+    gives its slices as Datasets (``shiftlab.data.image_files``)."""
     slices = []
     for path in files:
+        if image_format(path) != "dicom":  # NIfTI or PNG: one file, every slice
+            slices.extend(read_image_slices(path))
+            continue
         try:
             ds = pydicom.dcmread(path)
             _ = ds.pixel_array  # decode now, so that a failure names this file
