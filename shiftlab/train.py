@@ -76,8 +76,10 @@ def _predictions(model: ShiftClassifier, datamodule: ShiftDataModule) -> pd.Data
             "domain": [model.domains["test"][i] for i in parts["domain_index"].tolist()],
             "split": "test",
             "label": rows["label"].to_numpy(),
-            "logit": parts["logit"].numpy(),
-            "probability": torch.sigmoid(parts["logit"]).numpy(),
+            # float64 holds each float32 logit exactly, so the CSV gives back the very values
+            # the AUROC ranked; the probability is computed in float64 too (no float32 ties).
+            "logit": parts["logit"].double().numpy(),
+            "probability": torch.sigmoid(parts["logit"].double()).numpy(),
         }
     )
 

@@ -49,6 +49,9 @@ def test_logged_auroc_equals_sklearn_on_fixed_logits() -> None:
         "siemens": (rng.normal(size=40), rng.integers(0, 2, size=40)),
         # A weaker, different domain, so a metric filed under the wrong name shows.
         "philips": (-np.arange(30) / 7.0, np.tile([0, 1, 1], 10)),
+        # Distinct logits whose float32 sigmoids all tie at 1.0: ranked by the probability they
+        # would give AUROC 0.5; ranked by the logits, as shiftlab defines it, 7/9.
+        "toshiba": (np.array([18.0, 19.0, 20.5, 22.0, 24.0, 26.0]), np.array([0, 1, 0, 0, 1, 1])),
     }
     names = list(domains)
     loaders, first = [], 0
@@ -68,8 +71,11 @@ def test_logged_auroc_equals_sklearn_on_fixed_logits() -> None:
     logged = {k: v for per_loader in results for k, v in per_loader.items()}
     assert set(logged) == {f"test/{d}/auroc" for d in names}
     for name, (logits, labels) in domains.items():
-        expected = roc_auc_score(labels, logits.astype(np.float32))
-        assert logged[f"test/{name}/auroc"] == pytest.approx(expected, abs=1e-6), name
+        expected = roc_auc_score(labels, logits.astype(np.float32).astype(np.float64))
+        assert logged[f"test/{name}/auroc"] == pytest.approx(expected, abs=1e-12), name
+    saturated, labels = domains["toshiba"]
+    assert len(set(torch.sigmoid(torch.tensor(saturated, dtype=torch.float32)).tolist())) == 1
+    assert logged["test/toshiba/auroc"] == pytest.approx(7 / 9, abs=1e-12)
     # The stored predictions are the logits that went in, tagged with their loader's domain.
     stored = {k: torch.cat([b[k] for b in model.test_predictions]) for k in ("row", "logit")}
     every_logit = np.concatenate([logits for logits, _ in domains.values()]).astype(np.float32)
@@ -89,7 +95,8 @@ def test_run_record_auroc_matches_its_own_predictions(default_run: TrainedRun) -
     for domain in domains:
         rows = predictions[predictions["domain"] == domain]
         recomputed = roc_auc_score(rows["label"], rows["logit"])
-        assert metrics[f"test/{domain}/auroc"] == pytest.approx(recomputed, abs=1e-6), domain
+        # One definition everywhere: the record agrees with its predictions to the digit.
+        assert metrics[f"test/{domain}/auroc"] == pytest.approx(recomputed, abs=1e-12), domain
         by_probability = roc_auc_score(rows["label"], rows["probability"])
         assert by_probability == pytest.approx(recomputed, abs=1e-3)
     assert metrics["test/delta_auroc"] == pytest.approx(

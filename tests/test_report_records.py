@@ -233,3 +233,24 @@ def test_a_new_report_replaces_the_old_one(runs: Path, tmp_path: Path) -> None:
     stale.write_bytes(b"old")
     _report(runs, tmp_path, options)
     assert not stale.exists() and (tmp_path / "report" / "figures" / "delta_auc.png").is_file()
+
+
+def test_a_record_is_checked_against_the_logits_only(runs: Path) -> None:
+    """One AUROC definition: a metrics.json value that only the float32 probabilities reproduce
+    (saturated logits tie there) is a disagreement, not an accepted alternative."""
+    run_dir = _run(runs, "toy_mri/ge-siemens", 0)
+    table = pd.read_csv(run_dir / "predictions.csv")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    source = metrics["source"]
+    rows = table["domain"] == source
+    # Distinct logits far above 17: their float32 sigmoids are all exactly 1.0.
+    table.loc[rows, "logit"] = 20.0 + 0.5 * table.loc[rows, "label"] + 0.01 * table.index[rows]
+    table.loc[rows, "probability"] = 1.0
+    table.to_csv(run_dir / "predictions.csv", index=False)
+    metrics["metrics"][f"test/{source}/auroc"] = 0.5  # what the tied probabilities give
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+
+    run = load_run(run_dir)
+
+    assert run.status == "unusable"
+    assert "metrics.json says 0.5000" in run.problem

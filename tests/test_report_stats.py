@@ -8,11 +8,10 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
+from shiftlab.auroc import RankedScores, auroc
 from shiftlab.report.stats import (
     DomainTest,
     SeedTests,
-    _Ranked,
-    auroc,
     bootstrap_delta,
     mean_sd,
     rng_for,
@@ -35,7 +34,7 @@ def test_weighted_auroc_is_the_auroc_of_repeated_rows() -> None:
     labels = rng.integers(0, 2, 50)
     scores = np.round(rng.normal(size=50), 1)
     weights = rng.integers(0, 4, size=(5, 50))
-    ranked = _Ranked(scores, labels)
+    ranked = RankedScores(scores, labels)
     for row, value in zip(weights, ranked.auroc(weights), strict=True):
         expected = roc_auc_score(np.repeat(labels, row), np.repeat(scores, row))
         assert value == pytest.approx(expected, abs=1e-12)

@@ -1,7 +1,8 @@
 """ShiftClassifier: the one LightningModule shared by every architecture.
 
-Binary classification with BCE on one logit; AUROC per domain for validation and test, logged as
-``val/<domain>/auroc`` and ``test/<domain>/auroc``. Test predictions are kept per sample so the
+Binary classification with BCE on one logit; AUROC per domain for validation and test (the rank
+statistic of the logits, ``shiftlab.auroc``), logged as ``val/<domain>/auroc`` and
+``test/<domain>/auroc``. Test predictions are kept per sample so the
 run record can store them and the report can recompute any metric without retraining.
 """
 
@@ -13,8 +14,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
-from torchmetrics.classification import BinaryAUROC
 
+from shiftlab.auroc import LogitAUROC
 from shiftlab.models.memory_format import channels_last_batch, first_conv_channels, to_channels_last
 
 
@@ -49,7 +50,7 @@ class ShiftClassifier(L.LightningModule):
         self.domains = {"val": list(val_domains), "test": list(test_domains)}
         self.auroc = nn.ModuleDict(
             {
-                stage: nn.ModuleList(BinaryAUROC() for _ in names)
+                stage: nn.ModuleList(LogitAUROC() for _ in names)
                 for stage, names in self.domains.items()
             }
         )

@@ -1,5 +1,5 @@
-"""The report's statistics: AUROC from stored predictions, the patient bootstrap of ΔAUC, and the
-test across seeds.
+"""The report's statistics: the patient bootstrap of ΔAUC, and the test across seeds (the AUROC
+itself is ``shiftlab.auroc``).
 
 The bootstrap answers "how much could ΔAUC move with other test patients?". One replicate draws,
 for each test domain, as many patients as it has, with replacement; every row (slice, nodule,
@@ -24,43 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from shiftlab.auroc import RankedScores
+
 CI_LEVEL = 0.95
 # Bootstrap weights are drawn in chunks of at most this many (replicate x row) cells, so memory
 # stays bounded for test sets of thousands of images and grids of ten seeds.
 CHUNK_CELLS = 4_000_000
-
-
-class _Ranked:
-    """Scores sorted once, so the AUROC of any integer weighting of the rows is a few passes.
-
-    With weights w, AUROC = sum over (positive i, negative j) of w_i w_j ([s_i > s_j] + 0.5
-    [s_i = s_j]) / (W_pos W_neg): the Mann-Whitney statistic, ties counted half, exactly what
-    the trapezoidal ROC area gives.
-    """
-
-    def __init__(self, scores: np.ndarray, labels: np.ndarray) -> None:
-        scores = np.asarray(scores, dtype=np.float64)
-        self.order = np.argsort(scores, kind="stable")
-        ordered = scores[self.order]
-        self.positive = np.asarray(labels)[self.order].astype(bool)
-        self.level_starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-
-    def auroc(self, weights: np.ndarray) -> np.ndarray:
-        """AUROC for each row of ``weights`` (replicates x samples); NaN without both classes."""
-        w = np.asarray(weights, dtype=np.float64)[:, self.order]
-        pos = np.add.reduceat(np.where(self.positive, w, 0.0), self.level_starts, axis=1)
-        neg = np.add.reduceat(np.where(self.positive, 0.0, w), self.level_starts, axis=1)
-        below = np.cumsum(neg, axis=1) - neg
-        wins = (pos * (below + 0.5 * neg)).sum(axis=1)
-        pairs = pos.sum(axis=1) * neg.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(pairs > 0, wins / pairs, np.nan)
-
-
-def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Area under the ROC curve (ties count half); NaN when one class is absent."""
-    ranked = _Ranked(np.asarray(scores), np.asarray(labels))
-    return float(ranked.auroc(np.ones((1, len(ranked.order))))[0])
 
 
 @dataclass(frozen=True)
@@ -113,7 +82,10 @@ def bootstrap_delta(
     if n_boot < 1 or not seeds:
         return Bootstrap(np.nan, np.nan, 0, 0)
     ranked = [
-        (_Ranked(s.source.scores, s.source.labels), _Ranked(s.target.scores, s.target.labels))
+        (
+            RankedScores(s.source.scores, s.source.labels),
+            RankedScores(s.target.scores, s.target.labels),
+        )
         for s in seeds
     ]
     n_source, source_rows = _patient_index(seeds, "source")

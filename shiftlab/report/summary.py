@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from shiftlab.auroc import auroc
 from shiftlab.report.records import Group
-from shiftlab.report.stats import DomainTest, auroc, bootstrap_delta, mean_sd, rng_for, seed_test
+from shiftlab.report.stats import DomainTest, bootstrap_delta, mean_sd, rng_for, seed_test
 
 # The modality names of the study's summary, from the DICOM Modality of a dataset preset.
 MODALITY_NAMES = {"MR": "MRI", "CT": "CT", "DX": "X-ray", "CR": "X-ray", "MG": "X-ray"}
