@@ -92,6 +92,8 @@ class SeriesHeader:
     extra: dict[str, str] = field(default_factory=dict)
     # Caveats found while grouping its files (e.g. uneven slice spacing), for flagged.csv.
     notes: list[str] = field(default_factory=list)
+    # Slices held by its one file (a NIfTI volume); None: one slice per file.
+    n_slices: int | None = None
 
     def raw(self, keyword: str) -> str:
         """The raw text of `keyword` for this series (a standard field, an `extra` one, or the
@@ -733,13 +735,18 @@ def ensure_twin(dataset: DictConfig) -> None:
 def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) -> ManifestInfo:
     """Scan, label, pseudonymise, split and write the manifest of one dataset; print a summary.
 
-    A dataset with a ``user_manifest`` (a table written by hand) is imported from it instead.
+    A dataset with a ``user_manifest`` (a table written by hand) is imported from it instead,
+    and so is a BIDS folder (``bids``: the table is built from its files).
     Re-running with the same inputs rewrites nothing (same bytes, same mtimes).
     """
     if dataset_cfg.get("user_manifest"):
         from shiftlab.user_manifest import import_user_manifest
 
         return import_user_manifest(dataset_cfg, paths_cfg, split_seed)
+    if dataset_cfg.get("bids"):
+        from shiftlab.recipes.bids import import_bids
+
+        return import_bids(dataset_cfg, paths_cfg, split_seed)
     dicom_root = Path(dataset_cfg.dicom_root)
     if not dicom_root.is_dir():
         raise ShiftlabError(

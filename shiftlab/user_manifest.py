@@ -2,13 +2,17 @@
 
 The table (CSV) has one row per sample and the columns
 
-    path          a DICOM file (one image) or a folder holding one series, relative to
-                  dataset.dicom_root (or absolute, inside it)
+    path          a DICOM file (one image), a folder holding one series, a NIfTI volume
+                  (.nii, .nii.gz) or a PNG image, relative to dataset.dicom_root (or absolute,
+                  inside it)
     patient_id    any patient identifier; pseudonymised here, never written as given
     manufacturer  scanner manufacturer as text ("GE MEDICAL SYSTEMS", "Siemens" ...); empty
-                  means: take the file's Manufacturer attribute
+                  means: take the file's Manufacturer attribute (a DICOM file only: NIfTI and
+                  PNG have no such header, so their rows must give it)
     label         0 or 1
     split         optional: train / val / test for every row, or empty to split by patient
+    model_name, field_strength
+                  optional: scanner model and field strength (T); empty means: from the header
 
 The headers are read only to order slices and fill the study/series/modality columns; the rest
 follows the same path as an ingest (pseudonyms, vendor aliases, splits, count table, usable
@@ -17,12 +21,15 @@ domain pairs), so the DataModule cannot tell the two apart.
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from shiftlab.data.image_files import FORMAT_NAMES, image_format, read_image_info
 from shiftlab.errors import ShiftlabError
 from shiftlab.ingest import (
     SKIPPED_NAME,
@@ -43,6 +50,21 @@ from shiftlab.pseudonym import load_or_create_key, pseudonym
 from shiftlab.vendors import normalise_vendor
 
 REQUIRED = ("path", "patient_id", "manufacturer", "label")
+# Where a sample's manufacturer came from, counted in manifest.json (meta "vendor_source").
+FROM_TAG, FROM_COLUMN = "Manufacturer tag", "table column"
+
+
+@dataclass
+class SampleTable:
+    """Rows to import (the columns above), from a hand-written CSV or built by a recipe."""
+
+    rows: pd.DataFrame
+    # Named in messages and manifest.json (the CSV's file name, or e.g. participants.tsv).
+    source: str
+    # Where a manufacturer given in a row came from: FROM_COLUMN, or e.g. "BIDS sidecar".
+    vendor_source: str = FROM_COLUMN
+    # Files left out before import, (relative path, reason), for skipped.csv.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -69,6 +91,16 @@ def _read_table(path: Path) -> pd.DataFrame:
             problems.append(f"line {line}: empty patient_id")
         if not row["path"]:
             problems.append(f"line {line}: empty path")
+        kind = image_format(row["path"])
+        if kind != "dicom" and not row["manufacturer"]:
+            problems.append(
+                f"line {line}: empty manufacturer, and {row['path']} is a {FORMAT_NAMES[kind]} "
+                "file, with no header to take it from: write the scanner's manufacturer there"
+            )
+        if row.get("field_strength") and not _is_number(row["field_strength"]):
+            problems.append(
+                f"line {line}: field_strength {row['field_strength']!r} is not a number"
+            )
     if "split" in table.columns:
         given = table["split"] != ""
         if given.any() and not given.all():
@@ -120,23 +152,80 @@ def _read_sample(dicom_root: Path, relative: Path) -> SeriesHeader | str:
     return header
 
 
+def _read_image_file(dicom_root: Path, relative: Path, modality: str) -> SeriesHeader | str:
+    """The header of a NIfTI or PNG row, or the reason it cannot be used. The file has no
+    UIDs: study and series are named by its relative path (pseudonymised like UIDs); the row
+    gives the manufacturer, the dataset config the modality."""
+    absolute = dicom_root / relative
+    if not absolute.is_file():
+        return "no such file or folder"
+    if PATH_SEPARATOR in relative.as_posix():
+        return f"file name contains {PATH_SEPARATOR!r}, the manifest's path separator"
+    info = read_image_info(absolute)
+    if isinstance(info, str):
+        return info
+    name = f"file:{relative.as_posix()}"
+    return SeriesHeader(
+        patient_id="",
+        study_uid=name,
+        series_uid=name,
+        source_uid=name,
+        manufacturer="",
+        model_name="",
+        field_strength=None,
+        modality=modality,
+        files=[relative.as_posix()],
+        n_slices=info.n_slices,
+    )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _field_strength(row: pd.Series, header: SeriesHeader) -> float:
+    given = row.get("field_strength") or ""
+    if given:
+        return float(given)
+    return np.nan if header.field_strength is None else header.field_strength
+
+
 def import_user_manifest(
-    dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int
+    dataset_cfg: DictConfig,
+    paths_cfg: DictConfig,
+    split_seed: int,
+    table: SampleTable | None = None,
 ) -> ManifestInfo:
-    """Read ``dataset.user_manifest``, check every row against its files, write the manifest."""
-    table_path = Path(dataset_cfg.user_manifest)
+    """Check every row of a sample table against its files and write the manifest.
+
+    The table is ``dataset.user_manifest`` (a CSV written by hand) unless a recipe passes one it
+    built (``shiftlab.recipes.bids``).
+    """
+    if table is None:
+        table_path = Path(dataset_cfg.user_manifest)
+        table = SampleTable(_read_table(table_path), table_path.name)
     dicom_root = Path(dataset_cfg.dicom_root)
-    table = _read_table(table_path)
+    modality = str(dataset_cfg.get("modality", ""))
     key = load_or_create_key(paths_cfg.pseudonym_key)
-    has_split = "split" in table.columns and (table["split"] != "").all()
-    rows, raw_patients, skipped = [], [], []
-    for _, row in table.iterrows():
+    has_split = "split" in table.rows.columns and (table.rows["split"] != "").all()
+    rows, raw_patients, skipped = [], [], list(table.skipped)
+    vendor_sources: Counter[str] = Counter()
+    for _, row in table.rows.iterrows():
         relative = _relative(row["path"], dicom_root)
-        header = _read_sample(dicom_root, relative)
+        header = (
+            _read_sample(dicom_root, relative)
+            if image_format(relative) == "dicom"
+            else _read_image_file(dicom_root, relative, modality)
+        )
         if isinstance(header, str):
             skipped.append((relative.as_posix(), header))
             continue
         manufacturer = row["manufacturer"] or header.manufacturer
+        vendor_sources[table.vendor_source if row["manufacturer"] else FROM_TAG] += 1
         raw_patients.append(row["patient_id"])
         rows.append(
             {
@@ -145,30 +234,31 @@ def import_user_manifest(
                 "study_id": pseudonym(key, header.study_uid, "st-"),
                 "series_id": pseudonym(key, header.series_uid, "se-"),
                 "paths": PATH_SEPARATOR.join(header.files),
-                "n_slices": len(header.files),
+                "n_slices": header.n_slices or len(header.files),
                 "label": int(row["label"]),
                 "manufacturer": manufacturer,
                 "vendor": normalise_vendor(manufacturer),
-                "model_name": header.model_name,
-                "field_strength": (
-                    np.nan if header.field_strength is None else header.field_strength
-                ),
+                "model_name": row.get("model_name") or header.model_name,
+                "field_strength": _field_strength(row, header),
                 "modality": header.modality,
                 "split": row["split"] if has_split else "",
             }
         )
     skipped_path = Path(dataset_cfg.manifest_dir) / SKIPPED_NAME
     write_if_changed(skipped_path, csv_bytes(pd.DataFrame(skipped, columns=["path", "reason"])))
-    print(f"rows in table:      {len(table)} ({table_path})")
+    print(f"rows in table:      {len(table.rows)} ({table.source})")
     print(f"rows skipped:       {len(skipped)} (reasons in {skipped_path})")
+    print(f"vendor taken from:  {', '.join(f'{k} {n}' for k, n in sorted(vendor_sources.items()))}")
     if not rows:
-        raise ShiftlabError(f"no row of {table_path} could be used; see {skipped_path}.")
+        raise ShiftlabError(f"no row of {table.source} could be used; see {skipped_path}.")
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     raw = pd.Series(raw_patients, index=df.index, dtype=str)
     meta = {
-        "source_table": table_path.name,
-        "n_rows": len(table),
+        "source_table": table.source,
+        "n_rows": len(table.rows),
         "n_rows_skipped": len(skipped),
+        # Where each sample's manufacturer came from (DESIGN.md: the manifest says which).
+        "vendor_source": dict(sorted(vendor_sources.items())),
         "pseudonym_key_id": pseudonym(key, "shiftlab-key-id", "k-"),
     }
     return finish_manifest(df, raw, dataset_cfg, split_seed, meta)

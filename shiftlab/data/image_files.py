@@ -59,7 +59,8 @@ _INTEGER_TYPES = {
     np.dtype(np.int32): (32, True),
 }
 _EXACT_FLOAT64_INT = 2**53
-_NAMES = {"nifti": "NIfTI", "png": "PNG"}
+# How each format is named in messages.
+FORMAT_NAMES = {"nifti": "NIfTI", "png": "PNG", "dicom": "DICOM"}
 
 
 def image_format(path: str | Path) -> str:
@@ -96,8 +97,8 @@ def _volume_size(size: tuple[int, ...], kind: str) -> tuple[int, int, int] | str
     """(columns, rows, slices) of a 2D or 3D image (trailing sizes of 1 allowed), or why not."""
     if len(size) > 3 and any(n != 1 for n in size[3:]):
         return (
-            f"a {len(size)}D {_NAMES[kind]} image of size {'x'.join(map(str, size))} (a series of "
-            "volumes, e.g. fMRI or diffusion): shiftlab reads one 2D or 3D image per file"
+            f"a {len(size)}D {FORMAT_NAMES[kind]} image of size {'x'.join(map(str, size))} (a "
+            "series of volumes, e.g. fMRI or diffusion): shiftlab reads one 2D or 3D image a file"
         )
     columns, rows, *rest = size
     return columns, rows, rest[0] if rest else 1
@@ -144,7 +145,7 @@ def read_image_info(path: str | Path) -> ImageInfo | str:
     except OSError as error:
         return f"unreadable file: {type(error).__name__}"
     except RuntimeError:  # SimpleITK's only exception type; its text holds the full path
-        return f"not a readable {_NAMES[kind]} file (SimpleITK cannot read its header)"
+        return f"not a readable {FORMAT_NAMES[kind]} file (SimpleITK cannot read its header)"
     components = reader.GetNumberOfComponents()
     pixel_type = sitk.GetPixelIDValueAsString(reader.GetPixelID())
     if components != 1 or "complex" in pixel_type:

@@ -1,0 +1,190 @@
+"""Miniature BIDS twin: T1-weighted NIfTI volumes with JSON sidecars and a participants.tsv.
+
+Layout written (BIDS raw data; see shiftlab/recipes/bids.py for the specification it follows)::
+
+    <bids_dir>/dataset_description.json, README, participants.tsv, participants.json
+    <bids_dir>/T1w.json                                  shared by every T1w image (inherited)
+    <bids_dir>/sub-01/anat/sub-01_T1w.nii.gz, sub-01_T1w.json
+    <bids_dir>/sub-03/ses-01/anat/sub-03_ses-01_T1w.nii.gz ...   sessions for some participants
+    <bids_dir>/sub-05/anat/sub-05_run-1_T1w.nii.gz, ..._run-2_T1w.nii.gz   a repeated scan
+    <bids_dir>/sub-09/sub-09_T1w.json                    vendor given once for all sessions
+    <out_dir>/TWIN.txt
+
+What it copies from real BIDS releases converted by dcm2niix: vendor spellings of the
+sidecars ("GE" with "DISCOVERY MR750", "Siemens" with "Skyra", as in neurolabusc/dcm_qa_nih's
+reference sidecars), MagneticFieldStrength as a number, and metadata spread over levels by the
+Inheritance Principle: the top-level ``T1w.json`` gives 3 T for everyone, the 1.5 T scanner's
+sidecars override it, and a few participants have their vendor only in a participant-level
+sidecar. ``participants.tsv`` has ``n/a`` cells (a diagnosis not available, an age not given),
+an MCI participant (neither label), a participant folder without a row and a row without
+images; some anat folders also hold a T2w image, which the T1w preset must not take. One
+participant's sidecar has no Manufacturer (RECOMMENDED in BIDS, not required). GE volumes are
+sagittal and stored with the slice axis against the right-handed normal; Siemens ones are axial
+int16 volumes. AD shows as larger ventricles and a smaller brain (a planted, learnable signal).
+Matrices are tiny (32 / 40 px, 10 slices).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from shiftlab.synth.common import seeded_rng
+from shiftlab.synth.twins.mr_series import Scanner, blob, render, texture
+
+SLICES = 10
+DIAGNOSES = ("AD", "CN") * 5
+ACQUISITION = {"EchoTime": 0.0029, "RepetitionTime": 2.3, "FlipAngle": 9}
+# The top-level T1w.json: what every T1w image shares unless a lower sidecar overrides it.
+SHARED = {"MagneticFieldStrength": 3, "MRAcquisitionType": "3D"}
+
+
+@dataclass(frozen=True)
+class Site:
+    scanner: Scanner
+    # Direction cosines of the column, row and slice axes (LPS), as SimpleITK takes them.
+    direction: tuple[float, ...]
+    spacing: tuple[float, float, float]
+
+
+SITES = {
+    "ge": Site(
+        Scanner("GE", "DISCOVERY MR750", 1.5, 32, 1800, 0.85, 0.04, 0.4),
+        # Sagittal: columns anterior to posterior, rows head to foot, slices right to left,
+        # which is against column x row: a left-handed volume (ingest reverses it).
+        (0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0),
+        (1.2, 1.2, 1.5),
+    ),
+    "siemens": Site(
+        Scanner("Siemens", "Skyra", 3.0, 40, 1200, 1.1, 0.03, 0.0),
+        (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+        (1.0, 1.0, 1.6),
+    ),
+}
+
+
+def _head(rng: np.random.Generator, n: int, atrophy: float) -> np.ndarray:
+    """A T1-like head, (SLICES, n, n) in [0, 1]: white matter bright, ventricles dark."""
+    detail = texture(rng, (SLICES, n, n), (1.0, n / 16, n / 16))
+    volume = np.zeros((SLICES, n, n))
+    for k in range(SLICES):
+        edge = abs(k - (SLICES - 1) / 2) / (SLICES / 2)
+        scale = np.sqrt(max(1 - edge**2, 0.05))
+        brain = blob((n, n), (0.0, 0.0), (0.8 - 0.08 * atrophy) * scale)
+        white = blob((n, n), (0.0, 0.0), (0.55 - 0.08 * atrophy) * scale)
+        ventricles = blob((n, n), (0.0, 0.05), (0.1 + 0.14 * atrophy) * (1 - edge))
+        signal = 0.2 * blob((n, n), (0.0, 0.0), 0.92 * scale) + 0.35 * brain + 0.3 * white
+        volume[k] = np.clip(signal - 0.6 * ventricles * white + 0.03 * detail[k] * brain, 0, 1)
+    return volume
+
+
+def _write_json(path: Path, content: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+
+
+def _hardware(scanner: Scanner) -> dict:
+    """The hardware fields of a sidecar; the 3 T field strength is left to the top-level
+    T1w.json (inherited), the 1.5 T one overrides it."""
+    fields = {"Manufacturer": scanner.manufacturer, "ManufacturersModelName": scanner.model_name}
+    if scanner.field_strength != SHARED["MagneticFieldStrength"]:
+        fields["MagneticFieldStrength"] = scanner.field_strength
+    return fields
+
+
+def _write_marker(out: Path, details: str) -> None:
+    """TWIN.txt, written last: its presence marks a complete twin."""
+    path = out / "TWIN.txt"
+    tmp = path.with_name("TWIN.txt.tmp")
+    tmp.write_text(
+        "Miniature synthetic twin of a BIDS dataset, not real data: made-up participants "
+        "written as NIfTI volumes with JSON sidecars and a participants.tsv, generated by "
+        f"shiftlab to test the bids preset end to end. {details}\n"
+    )
+    tmp.replace(path)
+
+
+def _write_image(path: Path, site: Site, volume: np.ndarray, rng: np.random.Generator) -> None:
+    """A [0, 1] volume rendered by the site's scanner, written as int16 NIfTI."""
+    image = sitk.GetImageFromArray(render(site.scanner, volume, rng).astype(np.int16))
+    image.SetDirection(site.direction)
+    image.SetSpacing(site.spacing)
+    image.SetOrigin((-20.0, -24.0, -8.0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
+    sitk.WriteImage(image, str(tmp))
+    tmp.replace(path)
+
+
+def generate(
+    out_dir: str | os.PathLike[str], bids_dir: str | os.PathLike[str], seed: int = 0
+) -> Path:
+    """Write the BIDS folder into ``bids_dir`` and TWIN.txt (last) into ``out_dir``."""
+    out, root = Path(out_dir), Path(bids_dir)
+    participants = []
+    number = 0
+    for vendor, site in SITES.items():
+        for i, diagnosis in enumerate(DIAGNOSES):
+            number += 1
+            subject = f"sub-{number:02d}"
+            rng = seeded_rng(seed, "bids", subject)
+            atrophy = (0.6 if diagnosis == "AD" else 0.0) + float(rng.uniform(-0.3, 0.3))
+            sessions = ["ses-01", "ses-02"] if i % 4 == 2 else [""]
+            runs = ["run-1", "run-2"] if i == 4 else [""]
+            hardware = _hardware(site.scanner)
+            if vendor == "siemens" and i in (2, 3):  # given once, for every session
+                _write_json(root / subject / f"{subject}_T1w.json", hardware)
+                hardware = {}
+            if vendor == "ge" and i == 7:  # no hardware fields at all
+                hardware = {}
+            for session in sessions:
+                folder = root / subject / session / "anat"
+                for run in runs:
+                    stem = "_".join(p for p in (subject, session, run) if p)
+                    head = _head(rng, site.scanner.matrix, atrophy)
+                    _write_image(folder / f"{stem}_T1w.nii.gz", site, head, rng)
+                    _write_json(folder / f"{stem}_T1w.json", {**hardware, **ACQUISITION})
+                if i % 3 == 0:  # a T2w image beside the T1w: another suffix
+                    t2 = 1.0 - _head(rng, site.scanner.matrix, atrophy)
+                    _write_image(folder / f"{subject}_T2w.nii.gz", site, t2, rng)
+            age = "n/a" if i == 6 else f"{int(rng.integers(62, 88))}"
+            participants.append((subject, age, "F" if i % 2 else "M", diagnosis, vendor))
+    # Participants without a usable label: an n/a diagnosis, MCI, and one missing from the table.
+    for diagnosis, in_table in (("n/a", True), ("MCI", True), ("AD", False)):
+        number += 1
+        subject = f"sub-{number:02d}"
+        site = SITES["siemens"]
+        rng = seeded_rng(seed, "bids", subject)
+        stem = f"{subject}_T1w"
+        _write_image(root / subject / "anat" / f"{stem}.nii.gz", site, _head(rng, 40, 0.5), rng)
+        _write_json(root / subject / "anat" / f"{stem}.json", _hardware(site.scanner))
+        if in_table:
+            participants.append((subject, "70", "F", diagnosis, "siemens"))
+    participants.append((f"sub-{number + 1:02d}", "n/a", "M", "CN", "ge"))  # no images
+    _write_json(root / "T1w.json", SHARED)
+    _write_json(
+        root / "dataset_description.json",
+        {"Name": "shiftlab BIDS twin", "BIDSVersion": "1.10.0", "DatasetType": "raw"},
+    )
+    _write_json(
+        root / "participants.json",
+        {
+            "age": {"Description": "age at the first scan", "Units": "year"},
+            "diagnosis": {
+                "Description": "clinical diagnosis",
+                "Levels": {"AD": "Alzheimer's disease", "CN": "cognitively normal", "MCI": "MCI"},
+            },
+            "site": {"Description": "scanner site"},
+        },
+    )
+    lines = ["participant_id\tage\tsex\tdiagnosis\tsite"]
+    lines += ["\t".join(row) for row in participants]
+    (root / "participants.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (root / "README").write_text("Synthetic BIDS twin written by shiftlab; not real data.\n")
+    _write_marker(out, f"{number} participants with images (GE, Siemens), seed {seed}.")
+    return root
