@@ -21,6 +21,7 @@ domain pairs), so the DataModule cannot tell the two apart.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +125,9 @@ def _relative(path_text: str, dicom_root: Path) -> Path:
     path = Path(path_text)
     absolute = path if path.is_absolute() else dicom_root / path
     try:
-        return absolute.resolve().relative_to(dicom_root.resolve())
+        # Normalised without following links: a DataLad dataset's files are links into
+        # .git/annex, and a sample is named by its own path, not by its content's key.
+        return Path(os.path.abspath(absolute)).relative_to(os.path.abspath(dicom_root))
     except ValueError:
         raise ShiftlabError(
             f"sample table path {path_text!r} is outside dataset.dicom_root ({dicom_root}); "
@@ -157,6 +160,10 @@ def _read_image_file(dicom_root: Path, relative: Path, modality: str) -> SeriesH
     UIDs: study and series are named by its relative path (pseudonymised like UIDs); the row
     gives the manufacturer, the dataset config the modality."""
     absolute = dicom_root / relative
+    if absolute.is_symlink() and not absolute.exists():
+        # DataLad / git-annex datasets (OpenNeuro) hold links whose content comes with
+        # `datalad get` (rordenlab/MRIcroGL issue 39 shows the steps).
+        return "a link to a missing file (content not fetched? e.g. `datalad get` it)"
     if not absolute.is_file():
         return "no such file or folder"
     if PATH_SEPARATOR in relative.as_posix():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import shutil
 import struct
 from pathlib import Path
 
@@ -359,3 +360,29 @@ def test_bids_twin_run_finishes_with_a_record(bids_twin, tmp_path: Path) -> None
     assert result["scenario"] == "bids/ge->siemens"
     assert set(result["metrics"]) >= {"test/ge/auroc", "test/siemens/auroc", "test/delta_auroc"}
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+def test_bids_images_not_fetched_or_with_a_broken_sidecar_are_skipped(
+    bids_twin, tmp_path: Path
+) -> None:
+    """OpenNeuro's DataLad datasets hold git-annex links whose content comes with `datalad get`;
+    a link not fetched, or a sidecar that is not JSON, leaves out that image, not the dataset."""
+    _, twin = bids_twin
+    root = tmp_path / "data" / "bids" / "rawdata"
+    shutil.copytree(twin.dataset.dicom_root, root)
+    image = root / "sub-01/anat/sub-01_T1w.nii.gz"
+    image.unlink()
+    image.symlink_to("../../.git/annex/objects/Xk/00/MD5E-s1--00.nii.gz")
+    (root / "sub-02/anat/sub-02_T1w.json").write_text('{"Manufacturer": "GE",')
+    cfg = compose_config("ingest", tmp_path / "data", tmp_path / "out", "dataset=bids")
+    run_ingest(cfg.dataset, cfg.paths, cfg.split_seed)
+
+    manifest, _ = load_manifest(cfg.dataset.manifest_dir)
+    skipped = pd.read_csv(Path(cfg.dataset.manifest_dir) / "skipped.csv").set_index("path")
+    assert skipped.loc["sub-01/anat/sub-01_T1w.nii.gz", "reason"].startswith(
+        "a link to a missing file (content not fetched?"
+    )
+    assert skipped.loc["sub-02/anat/sub-02_T1w.nii.gz", "reason"] == (
+        "sidecar sub-02/anat/sub-02_T1w.json is not readable JSON (JSONDecodeError)"
+    )
+    assert len(manifest) == len(pd.read_csv(Path(twin.dataset.manifest_dir) / "manifest.csv")) - 2

@@ -75,7 +75,8 @@ def split_name(name: str) -> tuple[dict[str, str], str] | None:
 
 def sidecar(image: Path, root: Path) -> dict:
     """The JSON metadata of ``image`` merged from its applicable sidecars (Inheritance
-    Principle: top level first, then by number of entities within a level)."""
+    Principle: top level first, then by number of entities within a level). Raises
+    ShiftlabError naming (relative to ``root``) a sidecar that is not a readable JSON object."""
     parsed = split_name(image.name)
     if parsed is None:
         return {}
@@ -93,11 +94,17 @@ def sidecar(image: Path, root: Path) -> dict:
                 applicable.append((len(found[0]), candidate))
         for _, path in sorted(applicable):
             try:
-                metadata.update(json.loads(path.read_text(encoding="utf-8")))
+                content = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as error:
                 raise ShiftlabError(
-                    f"BIDS sidecar {path} is not readable JSON ({error}); fix or remove it."
+                    f"sidecar {path.relative_to(root).as_posix()} is not readable JSON "
+                    f"({type(error).__name__})"
                 ) from error
+            if not isinstance(content, dict):
+                raise ShiftlabError(
+                    f"sidecar {path.relative_to(root).as_posix()} is not a JSON object"
+                )
+            metadata.update(content)
     return metadata
 
 
@@ -191,7 +198,11 @@ def sample_table(dataset_cfg: DictConfig) -> SampleTable:
         if isinstance(label, str):
             skipped.append((relative, label))
             continue
-        metadata = sidecar(image, root)
+        try:
+            metadata = sidecar(image, root)
+        except ShiftlabError as error:  # one bad sidecar leaves out the images it applies to
+            skipped.append((relative, str(error)))
+            continue
         manufacturer = _text(metadata.get("Manufacturer"))
         if not manufacturer:
             skipped.append((relative, "no Manufacturer in its JSON sidecars"))
