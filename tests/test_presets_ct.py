@@ -449,9 +449,9 @@ def test_cq500_twin_ingests_one_plain_series_per_scan(cq500_set) -> None:
         scan = plan[patient]
         assert row["label"] == scan.label
         series = folder.name
-        assert "BONE" not in series and "POST" not in series
-        # The thick plain series when the scan has one, else the thin one.
-        thick = "thick" in scan.series
+        # The plain series (no contrast, bone kernel or reformat), the thick one if there is one.
+        assert series == f"CT {scan.plain}"
+        thick = cq500_twin.RECONSTRUCTIONS[scan.plain].thick
         assert row["n_slices"] == (12 if thick else 24), (patient, series)
         ds = pydicom.dcmread(root / "CQ500" / row["paths"].split(PATH_SEPARATOR)[0])
         assert ds.PatientID == patient and ds.SeriesDescription == series.removeprefix("CT ")
@@ -460,9 +460,11 @@ def test_cq500_twin_ingests_one_plain_series_per_scan(cq500_set) -> None:
 
 def test_cq500_most_slices_takes_the_thin_series(tmp_path: Path) -> None:
     manifest, _ = _ingest(tmp_path, "ct_head", "dataset.ingest.series_per_key=most_slices")
-    assert set(manifest.n_slices) == {24, 12}  # 12: the scan without a thin series
+    assert set(manifest.n_slices) == {24, 12}  # 12: the scan without a thin plain series
+    recons = cq500_twin.RECONSTRUCTIONS
     assert (manifest.n_slices == 12).sum() == sum(
-        "thin" not in s.series for s in cq500_twin.plan(0)
+        not any(recons[d].plain and not recons[d].thick for d in s.series)
+        for s in cq500_twin.plan(0)
     )
 
 

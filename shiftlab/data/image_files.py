@@ -112,6 +112,8 @@ def _data_problem(path: Path, reader: sitk.ImageFileReader) -> str | None:
         with path.open("rb") as handle:
             handle.seek(max(0, path.stat().st_size - len(_PNG_END)))
             return None if handle.read() == _PNG_END else "truncated: PNG has no IEND chunk"
+    if not (reader.HasMetaDataKey("vox_offset") and reader.HasMetaDataKey("bitpix")):
+        return None  # nothing to check against; a short file then fails when decoded
     offset = int(float(reader.GetMetaData("vox_offset")))
     bits = int(reader.GetMetaData("bitpix"))
     needed = offset + math.prod(reader.GetSize()) * bits // 8

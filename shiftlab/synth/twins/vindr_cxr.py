@@ -20,10 +20,16 @@ vendor so the twin holds what preprocessing must undo: MONOCHROME1 and MONOCHROM
 16 stored bits, a VOI LUT, a window, or no VOI attributes at all. Vendors: GE and Philips (the
 preset's default domains) and a few Carestream images (a third vendor).
 
-Headers: the release was de-identified down to a short list of attributes, which likely leaves
-out the Manufacturer and the UIDs that shiftlab's ingest reads (README caveat). The twin keeps
-Manufacturer, ManufacturerModelName and the Study/Series/SOP Instance UIDs, and drops PatientID
-and PatientName, so patient identity must come from the label recipe (image_id).
+Headers: de-identified exactly as the release was. The dataset's own code
+(vinbigdata-medical/vindr-cxr, ``de-identification/anonymize.py``, first published as
+``PHI-De-Identification/anonymize.py``) removes every data-set element whose tag is not in its
+``tags.csv`` (``RELEASE_TAGS`` below: patient sex, age, size and weight, and the Image Pixel,
+VOI window, rescale and lossy-compression attributes), sets the file meta's
+MediaStorageSOPInstanceUID to the MD5 of the original one (the file's name, ``image_id``) and its
+ImplementationClassUID to "1.2.3.4". So the files carry no Manufacturer, no model name, no
+Modality, no Study/Series/SOP Instance UID, no PatientID and no VOI LUT Sequence: a twin image
+written with a VOI LUT loses it, as the release's did. The vendors differ only in their pixels;
+no domain can be formed from the files (the xray_chest_vindr preset stops and says so).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from pydicom import config
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import FileDataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
 
@@ -124,6 +132,38 @@ MODELS: dict[str, tuple[DetectorModel, ...]] = {
     ),
 }
 DEFAULT_IMAGES = {"ge": 16, "philips": 16, "carestream": 4}
+# The data-set attributes the release keeps: de-identification/tags.csv of
+# vinbigdata-medical/vindr-cxr, whose keyword column holds these tags as integers.
+RELEASE_TAGS = frozenset(
+    tag_for_keyword(keyword)
+    for keyword in (
+        "PatientSex",
+        "PatientAge",
+        "PatientSize",
+        "PatientWeight",
+        "PhotometricInterpretation",
+        "Rows",
+        "Columns",
+        "PixelSpacing",
+        "PixelAspectRatio",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "SmallestImagePixelValue",
+        "LargestImagePixelValue",
+        "WindowCenter",
+        "WindowWidth",
+        "RescaleIntercept",
+        "RescaleSlope",
+        "PixelData",
+        "LossyImageCompression",
+        "LossyImageCompressionRatio",
+        "LossyImageCompressionMethod",
+        "SamplesPerPixel",
+        "NumberOfFrames",
+    )
+)
 SEVERITY = 0.45  # shiftlab.synth.xray's calibrated vendor shift
 LESION_CONTRAST = 4.0
 
@@ -161,8 +201,6 @@ def _dataset(
     ds = image_dataset(
         DigitalXRayImageStorageForPresentation, "DX", uids, model.manufacturer, model.model_name
     )
-    # De-identified like the release: no patient name or id, only sex and age.
-    del ds.PatientID, ds.PatientName
     ds.PatientSex = str(rng.choice(["M", "F"]))
     ds.PatientAge = f"{int(rng.integers(20, 85)):03d}Y"
     set_instance(ds, uids.series_uid, 0)
@@ -170,6 +208,17 @@ def _dataset(
     set_grey_pixels(ds, stored, model.photometric, model.bits_stored)
     ds.update(voi)
     return ds
+
+
+def deidentify_like_the_release(ds: FileDataset, image_id: str) -> None:
+    """What the release's anonymize.py does to a file: keep only RELEASE_TAGS in the data set,
+    name the instance by ``image_id`` (the MD5 of its original UID) in the file meta."""
+    ds.file_meta.ImplementationClassUID = "1.2.3.4"
+    del ds.file_meta.MediaStorageSOPInstanceUID  # re-created, so that it is not validated
+    ds.file_meta.MediaStorageSOPInstanceUID = image_id
+    for tag in list(ds.keys()):
+        if tag not in RELEASE_TAGS:
+            del ds[tag]
 
 
 def _readings(rng: np.random.Generator, positive: bool) -> list[set[str]]:
@@ -232,7 +281,9 @@ def generate(
             is_test = index % TEST_EVERY == TEST_EVERY - 1
             folder = release / ("test" if is_test else "train")
             ds = _dataset(model, image, acquisition, uids, rng)
-            write_dicom_atomic(ds, folder / f"{image_id}.dicom")
+            with config.disable_value_validation():  # its MD5 "UID" is written as released
+                deidentify_like_the_release(ds, image_id)
+                write_dicom_atomic(ds, folder / f"{image_id}.dicom")
             if is_test:
                 found = set(rng.choice(TWIN_FINDINGS, size=2, replace=False)) if positive else set()
                 test_rows.append(_row(image_id, found, TEST_FINDINGS))
@@ -256,7 +307,7 @@ def generate(
         "Miniature synthetic twin of VinDr-CXR 1.0.0 (PhysioNet), not real data: a few "
         "synthetic chest radiographs written as DICOM in the release's folder layout, with "
         "label files in its published schema, generated by shiftlab.synth.twins.vindr_cxr "
-        f"(seed {seed}) so that the xray_chest preset can be run end to end without the "
-        "download.\n"
+        f"(seed {seed}), de-identified as the release is (no Manufacturer, no UIDs), so that "
+        "the xray_chest_vindr preset can be tried end to end without the download.\n"
     )
     return out
