@@ -60,7 +60,11 @@ UNUSED_NAME = "unused.csv"
 # Series made into samples with a caveat (vendor unknown, uneven slice spacing).
 FLAGGED_NAME = "flagged.csv"
 # Every file must have these; PatientID may be empty when the label file names the patient.
+# An image that is a sample of its own (group_by SOPInstanceUID) needs none: releases
+# de-identified down to their pixel attributes keep no UIDs (VinDr-CXR), and its file identifies it.
 _REQUIRED_TAGS = ("StudyInstanceUID", "SeriesInstanceUID")
+# The source_uid of an image without SOPInstanceUID: its path, after this prefix.
+_BY_FILE = "file:"
 # How files are grouped into sample sources: a series (MRI, CT) or each image on its own
 # (radiographs and mammograms, where one series can hold several views).
 GROUP_BY = ("SeriesInstanceUID", "SOPInstanceUID")
@@ -254,7 +258,8 @@ def read_slice(path: Path, relative: str, extra_tags: Sequence[str], group_by: s
         truncated = _truncation(ds, size)
         if truncated:
             return truncated
-        missing = [k for k in dict.fromkeys((*_REQUIRED_TAGS, group_by)) if not _text(ds, k)]
+        required = () if group_by == "SOPInstanceUID" else (*_REQUIRED_TAGS, group_by)
+        missing = [k for k in dict.fromkeys(required) if not _text(ds, k)]
         if missing:
             return f"missing {', '.join(missing)}"
         if "PixelData" not in ds:
@@ -267,7 +272,7 @@ def read_slice(path: Path, relative: str, extra_tags: Sequence[str], group_by: s
             patient_id=_text(ds, "PatientID"),
             study_uid=_text(ds, "StudyInstanceUID"),
             series_uid=_text(ds, "SeriesInstanceUID"),
-            source_uid=_text(ds, group_by),
+            source_uid=_text(ds, group_by) or _BY_FILE + relative,
             manufacturer=_text(ds, "Manufacturer"),
             model_name=_text(ds, "ManufacturerModelName"),
             field_strength=_field_strength(ds),
@@ -361,7 +366,7 @@ def scan_dicom_tree(
             continue
         header = kept[0].header
         header.files = [item.path for item in kept]
-        header.notes = _spacing_notes(kept)
+        header.notes = [*_identity_notes(header), *_spacing_notes(kept)]
         series.append(header)
     return series, sorted(skipped)
 
@@ -441,6 +446,19 @@ def _same_geometry(slices: list[_Slice], skipped: list[tuple[str, str]]) -> list
     return [item for item, difference in zip(slices, differences, strict=True) if not difference]
 
 
+def _absent_uids(header: SeriesHeader) -> list[str]:
+    absent = [k for k in _REQUIRED_TAGS if not header.raw(k)]
+    return absent + (["SOPInstanceUID"] if header.source_uid.startswith(_BY_FILE) else [])
+
+
+def _identity_notes(header: SeriesHeader) -> list[str]:
+    """A caveat for an image kept without UIDs: duplicates of it cannot be recognised."""
+    absent = _absent_uids(header)
+    if not absent:
+        return []
+    return [f"no {', '.join(absent)}: identified by its file (de-identified?)"]
+
+
 def _spacing_notes(slices: list[_Slice]) -> list[str]:
     """Caveats on the slice positions of a volume that is kept: repeated or uneven spacing."""
     positions = [item.position for item in slices]
@@ -465,23 +483,28 @@ class SeriesSelection:
 
     ``series_filter`` maps DICOM keywords to regular expressions that a series' raw value must
     contain (``re.search``), e.g. ``{SeriesDescription: "(?i)t2"}`` to keep the T2 series of a
-    multi-sequence study. ``series_per_key`` decides what happens when several series carry the
-    same label key (a study with several reconstructions): keep ``all``, or only the one with
-    the ``most_slices`` or ``fewest_slices`` (ties: the lowest UID).
+    multi-sequence study. ``series_prefer`` maps a keyword to patterns in order of preference:
+    of the series that pass the filter and share a label key, only those matching the earliest
+    pattern that any of them matches are kept (a series matching none comes last), e.g. the
+    reconstruction that says "plain" before one named only by its slice thickness.
+    ``series_per_key`` then decides what happens when several series carry the same label key
+    (a study with several reconstructions): keep ``all``, or only the one with the
+    ``most_slices`` or ``fewest_slices`` (ties: the lowest UID).
     """
 
     group_by: str = "SeriesInstanceUID"
     series_filter: Mapping[str, str] = field(default_factory=dict)
+    series_prefer: Mapping[str, Sequence[str]] = field(default_factory=dict)
     series_per_key: str = "all"
 
     @classmethod
     def from_config(cls, options: Mapping | None) -> SeriesSelection:
         options = dict(options or {})
-        unknown = sorted(set(options) - {"group_by", "series_filter", "series_per_key"})
+        known = {"group_by", "series_filter", "series_prefer", "series_per_key"}
+        unknown = sorted(set(options) - known)
         if unknown:
             raise ShiftlabError(
-                f"dataset.ingest has unknown option(s) {unknown}; "
-                "use group_by, series_filter, series_per_key."
+                f"dataset.ingest has unknown option(s) {unknown}; use {', '.join(sorted(known))}."
             )
         selection = cls(**options)
         if selection.series_per_key not in SERIES_PER_KEY:
@@ -489,25 +512,56 @@ class SeriesSelection:
                 f"dataset.ingest.series_per_key={selection.series_per_key!r}; "
                 f"choose one of {SERIES_PER_KEY}."
             )
-        for keyword, pattern in selection.series_filter.items():
-            if tag_for_keyword(keyword) is None:
+        patterns = [("series_filter", k, p) for k, p in selection.series_filter.items()]
+        for keyword, ordered in selection.series_prefer.items():
+            if isinstance(ordered, str):
                 raise ShiftlabError(
-                    f"dataset.ingest.series_filter: {keyword!r} is not a DICOM keyword."
+                    f"dataset.ingest.series_prefer.{keyword} is one pattern; expected a list of "
+                    f"patterns, most preferred first, e.g. [{ordered!r}]."
                 )
+            patterns += [("series_prefer", keyword, p) for p in ordered]
+        for option, keyword, pattern in patterns:
+            if tag_for_keyword(keyword) is None:
+                raise ShiftlabError(f"dataset.ingest.{option}: {keyword!r} is not a DICOM keyword.")
             try:
                 re.compile(pattern)
             except re.error as error:
                 raise ShiftlabError(
-                    f"dataset.ingest.series_filter.{keyword}: bad regular expression "
+                    f"dataset.ingest.{option}.{keyword}: bad regular expression "
                     f"{pattern!r} ({error})."
                 ) from error
         return selection
 
+    @property
+    def active(self) -> bool:
+        """Whether some series may not be chosen."""
+        return bool(self.series_filter or self.series_prefer) or self.series_per_key != "all"
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        """The attributes the selection reads, and SeriesDescription for its report."""
+        extra = ("SeriesDescription",) if self.active else ()
+        return tuple(dict.fromkeys((*self.series_filter, *self.series_prefer, *extra)))
+
+    def _rank(self, header: SeriesHeader) -> tuple[int, ...]:
+        """Per series_prefer keyword, the index of the first pattern the series matches."""
+        return tuple(
+            next((i for i, p in enumerate(ordered) if re.search(p, header.raw(k))), len(ordered))
+            for k, ordered in self.series_prefer.items()
+        )
+
     def apply(self, series: Sequence[SeriesHeader], key_tag: str) -> list[SeriesHeader]:
-        """The series that pass the filter, one per label key unless ``series_per_key=all``."""
+        """The series that pass the filter and are preferred for their label key, one per label
+        key unless ``series_per_key=all``."""
         kept = [
             s for s in series if all(re.search(p, s.raw(k)) for k, p in self.series_filter.items())
         ]
+        if self.series_prefer:
+            best_rank: dict[str, tuple[int, ...]] = {}
+            for header in kept:
+                key = header.raw(key_tag)
+                best_rank[key] = min(best_rank.get(key, self._rank(header)), self._rank(header))
+            kept = [s for s in kept if self._rank(s) == best_rank[s.raw(key_tag)]]
         if self.series_per_key == "all":
             return kept
         sign = -1 if self.series_per_key == "most_slices" else 1
@@ -585,6 +639,36 @@ def _print_skipped(skipped: Sequence[tuple[str, str]]) -> dict[str, int]:
     return dict(sorted(kinds.items()))
 
 
+def _choice_by_description(
+    series: Sequence[SeriesHeader], chosen: Sequence[SeriesHeader]
+) -> dict[str, dict[str, int]]:
+    """Per SeriesDescription, how many series dataset.ingest chose and how many it dropped."""
+    chosen_ids = {id(s) for s in chosen}
+    counts: dict[str, dict[str, int]] = {}
+    for header in series:
+        row = counts.setdefault(header.raw("SeriesDescription"), {"chosen": 0, "dropped": 0})
+        row["chosen" if id(header) in chosen_ids else "dropped"] += 1
+    return dict(sorted(counts.items()))
+
+
+_DESCRIPTIONS_SHOWN = 40
+
+
+def _print_choice_by_description(counts: Mapping[str, Mapping[str, int]]) -> None:
+    """The table of _choice_by_description, most chosen first, so the choice can be checked."""
+    if not counts:
+        return
+    print("series by SeriesDescription (dataset.ingest):")
+    print(f"  {'chosen':>8}  {'dropped':>8}  SeriesDescription")
+    rows = sorted(counts.items(), key=lambda item: (-item[1]["chosen"], -item[1]["dropped"]))
+    for description, row in rows[:_DESCRIPTIONS_SHOWN]:
+        shown = description or "(empty)"
+        print(f"  {row['chosen']:>8}  {row['dropped']:>8}  {shown}")
+    if len(rows) > _DESCRIPTIONS_SHOWN:
+        hidden = len(rows) - _DESCRIPTIONS_SHOWN
+        print(f"  ... {hidden} more (series_by_description in manifest.json)")
+
+
 def _slice_outside(sample: LabelledSample, n_slices: int) -> str | None:
     """Why a slice-level sample cannot be made from its series, if it cannot.
 
@@ -629,8 +713,8 @@ def _manifest_rows(
                 {
                     "sample_id": pseudonym(key, sample_key, "s-"),
                     "patient_id": pseudonym(key, patient, "p-"),
-                    "study_id": pseudonym(key, header.study_uid, "st-"),
-                    "series_id": pseudonym(key, header.series_uid, "se-"),
+                    "study_id": pseudonym(key, header.study_uid or source, "st-"),
+                    "series_id": pseudonym(key, header.series_uid or source, "se-"),
                     "paths": PATH_SEPARATOR.join(header.files),
                     "n_slices": len(header.files),
                     "label": sample.label,
@@ -657,6 +741,37 @@ def _no_match_error(series: Sequence[SeriesHeader], labels: LabelTable, label_pa
         f"{labels.key_tag}, e.g. {label_example!r}, while the scanned series have e.g. "
         f"{labels.key_tag} = {series_example!r}. Check dataset.labels.key_tag and key_column."
     )
+
+
+def _no_vendor_error(
+    df: pd.DataFrame, chosen: Sequence[SeriesHeader], unit: str, hint: str, flagged: Path
+) -> str:
+    """Why no labelled sample has a known vendor, so that no domain can be formed."""
+    n = len(df)
+    given = df["manufacturer"].fillna("").str.strip()
+    causes = []
+    if (given == "").any():
+        causes.append(f"{int((given == '').sum())} of {n} labelled {unit} have no Manufacturer")
+    if (given != "").any():
+        example = sorted(set(given[given != ""]))[0]
+        causes.append(
+            f"{int((given != '').sum())} of {n} have a Manufacturer that shiftlab/vendors.py "
+            f"does not know (e.g. {example!r}; add its spelling there)"
+        )
+    in_samples = set(df["paths"])
+    n_anonymous = sum(
+        1 for h in chosen if PATH_SEPARATOR.join(h.files) in in_samples and _absent_uids(h)
+    )
+    if n_anonymous:
+        causes.append(
+            f"{n_anonymous} carry no Study/Series/SOP Instance UIDs either (files de-identified "
+            "down to their pixel attributes)"
+        )
+    return (
+        f"no vendor could be formed: {'; '.join(causes)}. Domains are scanner vendors read from "
+        f"Manufacturer, so no source and target exist in these files (notes in {flagged}). "
+        f"{hint}"
+    ).strip()
 
 
 def _read_labels(dataset_cfg: DictConfig) -> LabelTable:
@@ -725,7 +840,7 @@ def ensure_twin(dataset: DictConfig) -> None:
         raise ShiftlabError(
             f"dataset {dataset.name!r} has no miniature twin (no dataset.twin_generator); "
             "twin=true is for the real presets (mri_breast, mri_prostate, mri_brain, "
-            "ct_lung_nodule, ct_head, xray_chest, xray_mammo)."
+            "ct_lung_nodule, ct_head, xray_chest, xray_chest_vindr, xray_mammo)."
         )
     if not (Path(dataset.root) / TWIN_MARKER).exists():
         print(f"generating the miniature twin of {dataset.name} into {dataset.root} ...")
@@ -763,7 +878,7 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
 
     series, skipped = scan_dicom_tree(
         dicom_root,
-        extra_tags=(labels.key_tag, *selection.series_filter),
+        extra_tags=(labels.key_tag, *selection.keywords),
         group_by=selection.group_by,
     )
     n_files = sum(len(s.files) for s in series) + len(skipped)
@@ -776,6 +891,8 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
     chosen = selection.apply(series, labels.key_tag)
     if len(chosen) < len(series):
         print(f"{unit + ' not chosen:':<20}{len(series) - len(chosen)} (dataset.ingest)")
+    by_description = _choice_by_description(series, chosen) if selection.active else {}
+    _print_choice_by_description(by_description)
 
     key = load_or_create_key(paths_cfg.pseudonym_key)
     df, raw_patients, unlabelled, dropped = _manifest_rows(chosen, labels, key)
@@ -810,6 +927,9 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
     print(f"labels unmatched:   {n_keys - len(matched_keys)} of {n_keys}")
     if df.empty:
         raise ShiftlabError(_no_match_error(chosen, labels, str(dataset_cfg.labels.get("path"))))
+    if (df["vendor"] == UNKNOWN).all():
+        hint = str(dataset_cfg.get("no_vendor_hint") or "").strip()
+        raise ShiftlabError(_no_vendor_error(df, chosen, unit, hint, manifest_dir / FLAGGED_NAME))
     meta = {
         "label_key_tag": labels.key_tag,
         "n_files_scanned": n_files,
@@ -825,6 +945,8 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
     }
     if len(chosen) < len(series):
         meta["n_series_not_chosen"] = len(series) - len(chosen)
+    if by_description:
+        meta["series_by_description"] = by_description
     return finish_manifest(df, raw_patients, dataset_cfg, split_seed, meta)
 
 
