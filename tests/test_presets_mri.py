@@ -59,9 +59,10 @@ def test_duke_slices_in_the_box_are_positive_and_negatives_keep_their_distance(
     table = duke_breast_mri.read_labels(path)
     assert table.key_tag == "PatientID"
     samples = samples_of(table)["Breast_MRI_001"]
-    # Slices 10-12 (1-based) are positive; negatives start 3 slices away, every 2nd slice,
-    # alternately below and above, as many as positives: 7, 15, 5.
-    expected = {9: 1, 10: 1, 11: 1, 6: 0, 14: 0, 4: 0}
+    # Slices 10 and 11 (1-based; End Slice 12 is exclusive) are positive; negatives start 3
+    # slices outside the box, every 2nd slice, alternately below and above, as many as
+    # positives: 7, 15.
+    expected = {9: 1, 10: 1, 6: 0, 14: 0}
     assert {e["slice_index"]: label for _, label, e in samples} == expected
     assert [name for name, _, _ in samples] == [f"slice{k:03d}" for k in sorted(expected)]
 
@@ -75,7 +76,7 @@ def test_duke_negative_count_margin_and_stride_are_settings(tmp_path: Path) -> N
         key: sorted(e["slice_index"] + 1 for _, label, e in v if label == 0)
         for key, v in samples_of(table).items()
     }
-    # A: 4 positives -> 2 negatives, at 5 (= 10 - 5) and 18 (= 13 + 5).
+    # A: 3 positives (10-12) -> 2 negatives, at 5 (= 10 - 5) and 18 (= 13 + 5).
     # B: no room below slice 2, so all above: 8.
     assert negatives == {"A": [5, 18], "B": [8]}
     none = duke_breast_mri.read_labels(path, negatives_per_positive=0)
@@ -83,12 +84,12 @@ def test_duke_negative_count_margin_and_stride_are_settings(tmp_path: Path) -> N
 
 
 def test_duke_patient_with_two_boxes_gets_their_union(tmp_path: Path) -> None:
-    path = duke_boxes(tmp_path / "boxes.xlsx", [("A", 10, 11), ("A", 20, 20)])
+    path = duke_boxes(tmp_path / "boxes.xlsx", [("A", 10, 12), ("A", 20, 21)])
     samples = samples_of(duke_breast_mri.read_labels(path, margin=3))["A"]
     labels = {e["slice_index"] + 1: label for _, label, e in samples}
     assert [s for s, label in labels.items() if label == 1] == [10, 11, 20]
     negatives = [s for s, label in labels.items() if label == 0]
-    assert negatives and all(s <= 7 or 14 <= s <= 17 or s >= 23 for s in negatives)
+    assert negatives and all(s <= 7 or 15 <= s <= 17 or s >= 24 for s in negatives)
 
 
 def test_duke_label_file_errors_name_the_file_and_columns(tmp_path: Path) -> None:
@@ -435,7 +436,7 @@ def test_twin_series_filter_drops_the_other_sequences(twins, preset: str) -> Non
     assert twin.meta["n_series_not_chosen"] >= len(dropped)
 
 
-def test_breast_twin_gives_slice_samples_of_the_first_post_contrast_series(twins) -> None:
+def test_breast_twin_gives_slice_samples_of_the_pre_contrast_series(twins) -> None:
     twin = twins("mri_breast")
     df = twin.df
     assert twin.meta["sample_unit"] == "slice"
@@ -446,7 +447,7 @@ def test_breast_twin_gives_slice_samples_of_the_first_post_contrast_series(twins
     assert (per_series["min"] == 0).all() and (per_series["max"] == 1).all()
     assert df.groupby("patient_id")["series_id"].nunique().eq(1).all()
     folders = {p.split(PATH_SEPARATOR)[0].split("/")[2] for p in df["paths"]}
-    assert all(re.search(r"1st|Ph1", f) for f in folders)
+    assert not any(re.search(r"1st|2nd|Ph\d|ax t1", f, re.IGNORECASE) for f in folders)
     # The tumour is bright on its slices: positives are brighter where the box is.
     pre = build_preprocessor(OmegaConf.to_container(twin.cfg.dataset.preprocess, resolve=True))
     assert pre.shape == (twin.cfg.dataset.input_channels, 256, 256)

@@ -361,7 +361,9 @@ class MRISlicePreprocessor:
     The slice comes from the sample's ``slice_column`` (0-based). ``slice_numbering``:
     ``position`` counts in the manifest's slice order (ascending position along the slice
     normal, as ingest orders them); ``instance`` counts in InstanceNumber order, for label files
-    that number slices as a viewer listing the files in acquisition order does. Either way the
+    that number slices as a viewer listing the files in acquisition order does (Duke's boxes,
+    whose recipe writes ``slice_numbering`` into each sample: a sample whose value differs from
+    this setting is refused rather than read at another slice). Either way the
     neighbours are the spatially adjacent slices; beyond the first or last slice the edge slice
     is repeated. Intensities are normalised over the whole series (``zscore``, or ``percentile``:
     its 0.5-99.5 percentiles to [0, 1], clipped), so the slices of one scan stay comparable with
@@ -408,6 +410,16 @@ class MRISlicePreprocessor:
             raise ShiftlabError(
                 f"{self.slice_column}={index} is outside its series of {len(slices)} slices "
                 f"({_source(slices[0])}): the label file names a slice the series does not have."
+            )
+        # A recipe that knows how its label file counts slices says so per sample (Duke:
+        # "instance"); reading it in another order would take another slice than the labelled one.
+        declared = sample.get("slice_numbering")
+        if isinstance(declared, str) and declared and declared != self.slice_numbering:
+            raise ShiftlabError(
+                f"the label recipe numbers this sample's slice in {declared} order (manifest "
+                f"column slice_numbering) but dataset.preprocess.slice_numbering="
+                f"{self.slice_numbering}: it would read another slice than the labelled one. "
+                f"Set dataset.preprocess.slice_numbering={declared}."
             )
         if self.slice_numbering == "instance":
             numbers = [(_instance_number(ds), k) for k, ds in enumerate(slices)]

@@ -4,15 +4,19 @@ Published format: ``ADNIMERGE.csv`` (LONI IDA, "Study Data" > "Test Data" > "Dat
 Challenges" / the ADNIMERGE package), one row per participant visit with, among ~100 columns,
 ``RID``, ``PTID`` ("002_S_0295", the DICOM PatientID of ADNI images), ``VISCODE`` ("bl",
 "m06", ...), ``EXAMDATE``, ``DX_bl`` (baseline diagnosis: CN, SMC, EMCI, LMCI, AD) and ``DX``
-(diagnosis at that visit: CN, MCI, Dementia; empty when not assessed; older releases spell it
-NL, MCI, Dementia and transitions such as "MCI to Dementia").
+(diagnosis at that visit: CN, MCI, Dementia; missing when not assessed; older releases spell it
+NL, MCI, Dementia and transitions such as "MCI to Dementia"). A missing cell is empty, or the
+literal ``NA`` where the table was written by R (the ADNIMERGE R package's data frames saved
+with write.csv, whose default writes NA; e.g. cschneuw/optimus data/adnimerge/adnimerge.R, read
+back with na.strings = c("NA", "") in elenadoe/Brain_Age_PET_MRI), or ``N/A`` / ``n/a``: all
+are missing here (shiftlab.recipes.tables.text), never a diagnosis.
 
 Label rule, per participant (keyed by PatientID = PTID): 1 when the baseline diagnosis ``DX_bl``
 is one of ``positive`` (default AD), 0 when it is one of ``negative`` (default CN); every other
 baseline diagnosis (SMC, EMCI, LMCI) is left out. With ``exclude_converters`` (default true) a
-participant is also left out when any visit's ``DX`` contradicts that class (a CN participant
-later diagnosed MCI or Dementia, an AD participant later not Dementia): every scan of a
-participant then carries a diagnosis that held at every assessed visit, so scans from later
+participant is also left out when any visit's assessed ``DX`` contradicts that class (a CN
+participant later diagnosed MCI or Dementia, an AD participant later not Dementia): every scan
+of a participant then carries a diagnosis that held at every assessed visit, so scans from later
 visits can be used too. Participants whose rows disagree on ``DX_bl`` are left out.
 
 Caveats: the label is clinical, not imaging-based; ADNIMERGE is revised with each data freeze

@@ -20,6 +20,15 @@ EXCEL_SUFFIXES = (".xlsx", ".xls")
 LABELS_PATH = "dataset.labels.path"
 # A found-columns list longer than this is cut in error messages (ADNIMERGE has ~100 columns).
 SHOWN_COLUMNS = 40
+# Text cells that mean "no value". R's write.csv writes a missing value as NA (its default
+# na = "NA", https://search.r-project.org/CRAN/refmans/utils/html/write.table.html), and tables
+# exported from R (ADNIMERGE from its R package, e.g. cschneuw/optimus data/adnimerge/
+# adnimerge.R) carry such cells; readers of them treat "NA" as missing (elenadoe/
+# Brain_Age_PET_MRI, src/1.1_neuropsychology_merge/neuropsychology_merge.R). BIDS tables code
+# a missing value as n/a (bids-standard/bids-specification, src/02-common-principles.md,
+# "Tabular files"); "N/A" is the spreadsheet spelling. No published label table read here uses
+# any of them as a value.
+MISSING_MARKERS = frozenset({"NA", "N/A", "n/a"})
 
 
 def not_found(what: str, path: Path, source: str, setting: str = LABELS_PATH) -> ShiftlabError:
@@ -47,9 +56,9 @@ def read_label_file(
     settings that rename the columns ("dataset.labels.key_column / label_column"); without
     any, a missing column makes the error ask whether the file is ``source``.
     Column names are stripped of surrounding spaces. Cells are read as text with empty cells as
-    "" (nothing turns into a number or NaN, so UIDs stay intact); with ``empty_as_na`` they are
-    read as the file holds them (numbers as numbers in a spreadsheet) and empty cells, "NA",
-    "N/A" ... are NaN.
+    "" (nothing turns into a number or NaN, so UIDs stay intact; :func:`text` then reads the
+    :data:`MISSING_MARKERS` as empty too); with ``empty_as_na`` they are read as the file holds
+    them (numbers as numbers in a spreadsheet) and empty cells, "NA", "N/A" ... are NaN.
     """
     path = Path(path)
     if not path.is_file():
@@ -81,8 +90,14 @@ def read_label_file(
 
 
 def text(values: pd.Series) -> pd.Series:
-    """Cells as stripped text; empty cells (NaN when read with ``empty_as_na``) become ""."""
-    return values.map(lambda v: "" if pd.isna(v) else str(v).strip())
+    """Cells as stripped text; empty cells (NaN when read with ``empty_as_na``) and the
+    :data:`MISSING_MARKERS` ("NA", "N/A", "n/a") become ""."""
+
+    def cell(value: object) -> str:
+        stripped = "" if pd.isna(value) else str(value).strip()
+        return "" if stripped in MISSING_MARKERS else stripped
+
+    return values.map(cell)
 
 
 def required_text(table: pd.DataFrame, column: str, *, what: str, path: Path) -> pd.Series:
@@ -101,7 +116,11 @@ def zero_one(table: pd.DataFrame, column: str, *, what: str, path: Path) -> pd.S
     numbers = pd.to_numeric(raw, errors="coerce")
     bad = ~numbers.isin([0, 1])
     if bad.any():
-        examples = [f"line {i + 2}: {raw[i]!r}" for i in table.index[bad][:5]]
+        cells = table[column]  # as written: "NA" shows as "NA", not as the empty text it means
+        examples = [
+            f"line {i + 2}: {cells[i] if isinstance(cells[i], str) else raw[i]!r}"
+            for i in table.index[bad][:5]
+        ]
         raise ShiftlabError(
             f"{what} {path}: column {column!r} must hold 0 or 1, found {int(bad.sum())} other "
             f"value(s) ({'; '.join(examples)})."

@@ -10,7 +10,11 @@ ADNI's, its timestamp part is made up)::
 
 ADNIMERGE.csv holds a subset of the real columns (RID, COLPROT, ORIGPROT, PTID, SITE, VISCODE,
 EXAMDATE, DX_bl, AGE, PTGENDER, PTEDUCAT, APOE4, MMSE, CDRSB, DX), one row per visit, with the
-real spellings (DX_bl: CN, SMC, EMCI, LMCI, AD; DX: CN, MCI, Dementia, empty when missing).
+real spellings (DX_bl: CN, SMC, EMCI, LMCI, AD; DX: CN, MCI, Dementia). It is written as R's
+write.csv writes a data frame, which is how the ADNIMERGE R package's tables reach a CSV (e.g.
+cschneuw/optimus data/adnimerge/adnimerge.R): text quoted, numbers bare, a missing value as the
+literal NA (write.csv's default). Every second participant missed the month-6 assessment, so
+stable CN and AD participants have rows whose DX, MMSE and CDRSB are NA.
 
 Messiness copied from ADNI: three vendors (Siemens and GE, the default domains, and Philips);
 T1 series named by scanner and phase ("MPRAGE", "MPRAGE Repeat", "IR-SPGR", "Accelerated Sagittal
@@ -23,7 +27,6 @@ Matrices are tiny (48 / 56 / 64 px, 12 sagittal slices).
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from dataclasses import dataclass
@@ -171,28 +174,43 @@ def _write_scan(
     )
 
 
-def _visits(rng: np.random.Generator, group: str, year: int) -> list[dict]:
-    """ADNIMERGE rows of one participant: baseline, month 6 and month 12."""
+def _visits(rng: np.random.Generator, group: str, year: int, missed_m06: bool) -> list[dict]:
+    """ADNIMERGE rows of one participant: baseline, month 6 and month 12 (None: missing)."""
     age = round(float(rng.uniform(60, 88)), 1)
     rows = []
     for viscode, month in (("bl", 0), ("m06", 6), ("m12", 12)):
         converted = group == "CNtoMCI" and month == 12
         dx = "MCI" if converted else VISIT_DX.get(group, "CN")
-        if month == 6 and rng.random() < 0.3:
-            dx = ""  # not assessed at this visit
-        mmse = {"Dementia": 22, "MCI": 27, "CN": 29, "": 28}[dx] + int(rng.integers(-2, 2))
+        mmse = {"Dementia": 22, "MCI": 27, "CN": 29}[dx] + int(rng.integers(-2, 2))
+        assessed = not (missed_m06 and month == 6)
         rows.append(
             {
                 "VISCODE": viscode,
                 "EXAMDATE": f"{year + month // 12}-{1 + month % 12:02d}-15",
                 "DX_bl": "CN" if group == "CNtoMCI" else group,
                 "AGE": age,
-                "MMSE": min(mmse, 30),
-                "CDRSB": {"Dementia": 4.5, "MCI": 1.5}.get(dx, 0.0),
-                "DX": dx,
+                "MMSE": min(mmse, 30) if assessed else None,
+                "CDRSB": {"Dementia": 4.5, "MCI": 1.5}.get(dx, 0.0) if assessed else None,
+                "DX": dx if assessed else None,
             }
         )
     return rows
+
+
+def _r_csv(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` as R's write.csv(row.names = FALSE) does: text quoted, numbers bare,
+    a missing value (None) as NA."""
+
+    def cell(value: object) -> str:
+        if value is None:
+            return "NA"
+        if isinstance(value, str):
+            return '"' + value.replace('"', '""') + '"'
+        return str(value)
+
+    lines = [",".join(f'"{c}"' for c in COLUMNS)]
+    lines += [",".join(cell(row.get(c)) for c in COLUMNS) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def generate(out_dir: str | os.PathLike[str], seed: int = 0) -> Path:
@@ -230,10 +248,11 @@ def generate(out_dir: str | os.PathLike[str], seed: int = 0) -> Path:
                 "PTEDUCAT": int(rng.integers(12, 20)),
                 "APOE4": int(rng.integers(0, 3) if group == "AD" else rng.random() < 0.3),
             }
-            rows += [{**participant, **visit} for visit in _visits(rng, group, year)]
+            visits = _visits(rng, group, year, missed_m06=i % 2 == 1)
+            rows += [{**participant, **visit} for visit in visits]
     # A participant of the table without images in this download.
     rid += 1
-    for visit in _visits(seeded_rng(seed, "adni", rid), "AD", 2006):
+    for visit in _visits(seeded_rng(seed, "adni", rid), "AD", 2006, missed_m06=True):
         rows.append(
             {
                 "RID": rid,
@@ -248,10 +267,7 @@ def generate(out_dir: str | os.PathLike[str], seed: int = 0) -> Path:
             }
         )
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / LABEL_FILE, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(COLUMNS), quoting=csv.QUOTE_MINIMAL)
-        writer.writeheader()
-        writer.writerows(rows)
+    _r_csv(out / LABEL_FILE, rows)
     counts = ", ".join(f"{len(v.groups)} {k}" for k, v in VENDORS.items())
     write_twin_marker(out, "ADNI", f"{rid - 1} participants with images ({counts}), seed {seed}.")
     return out

@@ -8,17 +8,33 @@ folders are made up here, as TCIA's are opaque)::
         <SeriesNumber>.000000-<SeriesDescription>-<n>/1-001.dcm ...
 
 Annotation_Boxes.xlsx has Duke's columns: Patient ID, Start Row, End Row, Start Column,
-End Column, Start Slice, End Slice (one row per patient, 1-based slice numbers counted in
-ascending slice position: the convention the recipe assumes, see shiftlab.recipes.duke_breast_mri).
+End Column, Start Slice, End Slice (one row per patient). Its boxes mean what they mean to the
+dataset's authors (see shiftlab.recipes.duke_breast_mri for the evidence): they are drawn on the
+fat-saturated pre-contrast series, slices are numbered 1, 2, ... in InstanceNumber order, and
+the tumour lies on slices Start Slice <= slice < End Slice. The twin plants its tumour on exactly
+those slices, so a reader that counts by position, takes End Slice as inside the box or reads
+another series labels slices that do not show it.
 
-What a real download has and the twin copies: every patient has cancer (one box each), several
-series per patient (pre-contrast, post-contrast passes, sometimes a non-fat-suppressed T1) whose
-SeriesDescriptions differ by scanner and protocol ("ax dyn 1st pass", "Ph1/ax 3d dyn",
-"Ph1/Ax Vibrant MultiPhase", "t1_fl3d_tra_dynVIEWS_spair 1st pass"); GE numbers its slices from
-the top (InstanceNumber falls as position rises) while Siemens numbers from the bottom; one
-patient of the box table has no images in the download and one downloaded patient has no box.
-The tumour enhances after contrast (a bright blob on the post-contrast slices inside its box),
-weakly on the pre-contrast series. Matrices are tiny (48 / 64 px, 12 slices), not Duke's 512.
+What a real download has and the twin copies:
+
+- several series per patient: the pre-contrast series, post-contrast passes and sometimes a
+  non-fat-saturated T1, under descriptions the collection uses (the list of TCIA's
+  SeriesDescriptions in LangDaniel/MAEMI, utils/download_MRI_data.py): pre-contrast
+  "ax dyn pre", "ax 3d dyn", "ax 3d dyn MP", "ax dynamic", "Ax Vibrant MultiPhase", "ax dyn",
+  "ax 3d dyn pre", "t1_fl3d_tra_dynVIEWS_spair_ pre"; passes "ax dyn 1st pass",
+  "Ph1/ax 3d dyn", "1st ax dyn", ...; T1 "ax t1" and "ax t1 pre" (not fat-saturated, although
+  it says "pre"). Which scanner writes which spelling is not documented beyond the vendors'
+  sequence names (VIBRANT is GE's, t1_fl3d Siemens'); the pairing below is made up otherwise;
+- volumes whose InstanceNumber runs against the slice position (reading code for the collection
+  flips them, e.g. MAEMI's utils/bboxes/bboxes_ROI.py): which scanners do is not documented;
+  here every GE patient and every fourth Siemens patient is numbered from the top;
+- every patient has cancer (one box each); one patient of the box table has no images in the
+  download and one downloaded patient has no box.
+
+The tumour is a bright blob on every series inside its box (brighter after contrast), vessels
+enhance after contrast on every slice. Boxes lie low in InstanceNumber order, so that the
+recipe's negatives (above the box) stay inside the 12-slice series. Matrices are tiny (48 / 64
+px, 12 slices), not Duke's 512.
 """
 
 from __future__ import annotations
@@ -74,6 +90,8 @@ PROTOCOLS = {
         ("ax dyn pre", "ax dyn 1st pass", "ax dyn 2nd pass"),
         ("ax 3d dyn", "Ph1/ax 3d dyn", "Ph2/ax 3d dyn"),
         ("Ax Vibrant MultiPhase", "Ph1/Ax Vibrant MultiPhase", "Ph2/Ax Vibrant MultiPhase"),
+        ("ax 3d dyn MP", "Ph1/ax 3d dyn MP", "Ph2/ax 3d dyn MP"),
+        ("ax dynamic", "Ph1/ax dynamic", "Ph2/ax dynamic"),
     ),
     "siemens": (
         (
@@ -81,9 +99,16 @@ PROTOCOLS = {
             "t1_fl3d_tra_dynVIEWS_spair 1st pass",
             "t1_fl3d_tra_dynVIEWS_spair_2nd pass",
         ),
+        ("ax dyn", "1st ax dyn", "2nd ax dyn"),
+        ("ax 3d dyn pre", "ax 3d dyn 1st pass", "ax 3d dyn 2nd pass"),
     ),
 }
-ENHANCEMENT = (0.05, 0.3, 0.25)  # tumour and vessel signal on pre, 1st and 2nd post-contrast
+# Non-fat-saturated T1s some studies also hold; "ax t1 pre" is not the pre-contrast series.
+T1_DESCRIPTIONS = ("ax t1", "ax t1 pre")
+TUMOUR = (0.45, 0.8, 0.7)  # tumour signal on pre, 1st and 2nd post-contrast
+VESSELS = (0.05, 0.3, 0.25)  # vessel signal, likewise
+# (Start Slice, End Slice) of the boxes, End exclusive: low in InstanceNumber order.
+BOXES = ((2, 4), (2, 5), (3, 5))
 
 
 def _anatomy(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -105,13 +130,13 @@ def _anatomy(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _patient(seed: int, index: int, vendor: str) -> dict:
-    """Scanner, protocol and tumour box of one patient (a row of Annotation_Boxes.xlsx)."""
+    """Scanner, protocol, slice numbering and tumour box of one patient (a row of
+    Annotation_Boxes.xlsx)."""
     rng = seeded_rng(seed, "duke", index)
     scanner = SCANNERS[vendor][int(rng.integers(len(SCANNERS[vendor])))]
     protocol = PROTOCOLS[vendor][int(rng.integers(len(PROTOCOLS[vendor])))]
     n = scanner.matrix
-    length = int(rng.integers(2, 4))  # 2 or 3 slices
-    start = int(rng.integers(5, 7))  # 1-based: leaves room for the negatives on both sides
+    box = BOXES[int(rng.integers(len(BOXES)))]
     side = rng.choice([-0.45, 0.45])
     center = (rng.uniform(-0.35, 0.05), side + rng.uniform(-0.1, 0.1))
     radius = rng.uniform(0.08, 0.12)
@@ -122,7 +147,8 @@ def _patient(seed: int, index: int, vendor: str) -> dict:
         "rng": rng,
         "scanner": scanner,
         "protocol": protocol,
-        "box": (start, start + length - 1),
+        "top_down": vendor == "ge" or index % 8 == 2,  # every fourth Siemens patient
+        "box": box,
         "center": center,
         "radius": radius,
         # Written 1-based like the slices; rows and columns are not used by the recipe.
@@ -131,14 +157,18 @@ def _patient(seed: int, index: int, vendor: str) -> dict:
     }
 
 
-def _write_patient(dicom_root: Path, patient_id: str, vendor: str, spec: dict, t1: bool) -> None:
+def _write_patient(dicom_root: Path, patient_id: str, spec: dict, t1: str | None) -> None:
     rng, scanner = spec["rng"], spec["scanner"]
     n = scanner.matrix
     anatomy = _anatomy(rng, n)
-    tumour = np.zeros_like(anatomy)
+    # InstanceNumber of the slice at each position (bottom first), and the tumour on the slices
+    # the box names in that numbering.
+    numbers = list(range(SLICES, 0, -1)) if spec["top_down"] else list(range(1, SLICES + 1))
     start, end = spec["box"]
-    for k in range(start - 1, end):
-        tumour[k] = blob((n, n), spec["center"], spec["radius"])
+    tumour = np.zeros_like(anatomy)
+    for k, number in enumerate(numbers):
+        if start <= number < end:
+            tumour[k] = blob((n, n), spec["center"], spec["radius"])
     # Enhancing vessels on every slice, so that "something bright" is not the tumour cue.
     vessels = np.zeros_like(anatomy)
     for _ in range(3):
@@ -150,12 +180,10 @@ def _write_patient(dicom_root: Path, patient_id: str, vendor: str, spec: dict, t
     study = folder_name(
         f"01-01-1990-NA-MRI BREAST BILATERAL W  WO-{int(rng.integers(10000, 99999))}"
     )
-    descriptions = [*spec["protocol"], *(["ax t1"] if t1 else [])]
-    enhancement = [*ENHANCEMENT, *([0.05] if t1 else [])]
-    # GE numbers slices from the top of the volume, Siemens from the bottom.
-    numbers = list(range(SLICES, 0, -1)) if vendor == "ge" else None
-    for number, (description, contrast) in enumerate(
-        zip(descriptions, enhancement, strict=True), start=3
+    descriptions = [*spec["protocol"], *([t1] if t1 else [])]
+    signals = [*zip(TUMOUR, VESSELS, strict=True), *([(0.2, 0.05)] if t1 else [])]
+    for number, (description, (lesion, vessel)) in enumerate(
+        zip(descriptions, signals, strict=True), start=3
     ):
         series = Series(
             patient_id=patient_id,
@@ -169,7 +197,7 @@ def _write_patient(dicom_root: Path, patient_id: str, vendor: str, spec: dict, t
             study_date="19900101",
             study_description="MRI BREAST BILATERAL W & WO",
         )
-        signal = anatomy + contrast * (tumour + 0.8 * vessels)
+        signal = anatomy + lesion * tumour + vessel * vessels
         pixels = render(scanner, np.clip(signal, 0, None), rng)
         folder = (
             dicom_root
@@ -189,13 +217,14 @@ def generate(out_dir: str | os.PathLike[str], seed: int = 0) -> Path:
     for index, vendor in enumerate(vendors, start=1):
         patient_id = f"Breast_MRI_{index:03d}"
         spec = _patient(seed, index, vendor)
-        _write_patient(dicom_root, patient_id, vendor, spec, t1=index % 4 == 0)
+        t1 = T1_DESCRIPTIONS[index // 3 % 2] if index % 3 == 0 else None
+        _write_patient(dicom_root, patient_id, spec, t1)
         rows.append([patient_id, *spec["row"], *spec["column"], *spec["box"]])
     # In the box table but not downloaded; downloaded but not in the box table.
     missing = len(vendors) + 1
-    rows.append([f"Breast_MRI_{missing:03d}", 10, 20, 10, 20, 5, 6])
+    rows.append([f"Breast_MRI_{missing:03d}", 10, 20, 10, 20, 2, 4])
     extra = len(vendors) + 2
-    _write_patient(dicom_root, f"Breast_MRI_{extra:03d}", "ge", _patient(seed, extra, "ge"), False)
+    _write_patient(dicom_root, f"Breast_MRI_{extra:03d}", _patient(seed, extra, "ge"), None)
     out.mkdir(parents=True, exist_ok=True)
     write_excel(pd.DataFrame(rows, columns=list(COLUMNS)), out / LABEL_FILE)
     write_twin_marker(
