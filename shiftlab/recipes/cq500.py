@@ -17,8 +17,11 @@ PatientName) to what its headers hold; ingest reports keys that match no scan.
 
 Caveats: the reads are per scan (the whole study), not per series: every reconstruction of a
 study carries the same label, so a preset must choose one series per patient (dataset.ingest).
-Readers labelled from all reconstructions together; a haemorrhage visible only on a thin series
-keeps its label on a thick one.
+The download holds contrast-enhanced, bone-kernel and reformatted series beside the plain head
+CT (the 1,267 series folders of the 490 scans are listed in muschellij2/cq500_code,
+``R/checking_cq500_ss.csv``); the ct_head preset keeps the plain one (conf/dataset/ct_head.yaml,
+README). Readers labelled from all reconstructions together; a haemorrhage visible only on a
+thin series keeps its label on a thick one.
 """
 
 from __future__ import annotations

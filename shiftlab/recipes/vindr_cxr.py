@@ -19,9 +19,14 @@ the other columns say, and a reader who did not tick it found something.
 
 Caveats:
 
-- VinDr-CXR releases no patient identifiers (the headers keep no PatientID and the ids are
-  hashes of the image), so every image is its own patient (``LabelledSample.patient`` =
-  ``image_id``). Two images of one person can land in different splits.
+- The release's files carry no Manufacturer, so no vendor domain can be formed from them: its
+  de-identification (vinbigdata-medical/vindr-cxr, ``de-identification/anonymize.py`` with
+  ``tags.csv``) keeps 25 patient and pixel attributes only; the xray_chest_vindr preset reads
+  these labels and stops with that reason.
+- VinDr-CXR releases no patient identifiers (the headers keep no PatientID and ``image_id`` is
+  the MD5 of the image's original SOPInstanceUID), so every image is its own patient
+  (``LabelledSample.patient`` = ``image_id``). Two images of one person can land in different
+  splits.
 - The official train/test partition is not used as shiftlab's split: both files are read and
   shiftlab re-splits by patient inside each scanner vendor. Training images carry the
   3-reader majority label, test images the 5-reader consensus, so label noise differs between
