@@ -851,7 +851,8 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
     """Scan, label, pseudonymise, split and write the manifest of one dataset; print a summary.
 
     A dataset with a ``user_manifest`` (a table written by hand) is imported from it instead,
-    and so is a BIDS folder (``bids``: the table is built from its files).
+    and so is a BIDS folder (``bids``: the table is built from its files) and a table built by
+    a recipe from a published label file (``sample_table``: PadChest).
     Re-running with the same inputs rewrites nothing (same bytes, same mtimes).
     """
     if dataset_cfg.get("user_manifest"):
@@ -862,6 +863,11 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
         from shiftlab.recipes.bids import import_bids
 
         return import_bids(dataset_cfg, paths_cfg, split_seed)
+    if dataset_cfg.get("sample_table"):  # a recipe builds the table (PadChest's label table)
+        from shiftlab.user_manifest import import_user_manifest
+
+        table = instantiate(dataset_cfg.sample_table)
+        return import_user_manifest(dataset_cfg, paths_cfg, split_seed, table)
     dicom_root = Path(dataset_cfg.dicom_root)
     if not dicom_root.is_dir():
         raise ShiftlabError(

@@ -17,7 +17,10 @@ import re
 VENDOR_ALIASES: tuple[tuple[str, str], ...] = (
     (r"agfa", "agfa"),
     (r"siemens", "siemens"),
-    (r"philips", "philips"),
+    # PadChest's table strips the spaces ("PhilipsMedicalSystems", "ImagingDynamicsCompanyLtd":
+    # shiftlab/recipes/padchest.py says where from), so these also match the run-together forms.
+    (r"philips|philipsmedicalsystems|philipshealthcare", "philips"),
+    (r"imaging dynamics|imagingdynamics|imagingdynamicscompanyltd", "imaging_dynamics"),
     (r"toshiba|canon", "canon"),
     (r"fujifilm|fuji", "fujifilm"),
     (r"hologic|lorad", "hologic"),

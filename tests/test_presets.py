@@ -21,7 +21,7 @@ PRESETS = {
     "mri_brain": ("siemens", "ge"),
     "ct_lung_nodule": ("ge", "siemens"),
     "ct_head": ("ge", "philips"),
-    "xray_chest": ("ge", "philips"),
+    "xray_chest": ("philips", "imaging_dynamics"),
     "xray_mammo": ("siemens", "planmed"),
 }
 SCENARIOS = [

@@ -47,6 +47,6 @@ def test_empty_and_unrecognised_are_unknown(manufacturer: str | None) -> None:
 
 def test_every_vendor_is_listed() -> None:
     assert set(VENDORS) == {
-        "ge", "siemens", "philips", "canon", "fujifilm", "agfa", "hologic", "planmed", "ims",
-        "carestream", "konica", "samsung", "hitachi", "unknown",
+        "ge", "siemens", "philips", "imaging_dynamics", "canon", "fujifilm", "agfa", "hologic",
+        "planmed", "ims", "carestream", "konica", "samsung", "hitachi", "unknown",
     }  # fmt: skip

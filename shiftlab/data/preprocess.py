@@ -135,11 +135,13 @@ def _stored_range(ds: Dataset) -> tuple[float, float]:
     return float(ends.min()), float(ends.max())
 
 
-def xray_display(ds: Dataset) -> np.ndarray:
+def xray_display(ds: Dataset, no_window: str = "stored_range") -> np.ndarray:
     """One radiograph as displayed, in [0, 1] with 1 = bright (high attenuation, MONOCHROME2).
 
     The header's own display pipeline: modality LUT; then the first VOI LUT if present, else the
-    first window (with its VOILUTFunction), else the full stored range of BitsStored; then
+    first window (with its VOILUTFunction), else, by ``no_window``, the full stored range of
+    BitsStored (``stored_range``, DICOM's rule) or the image's own 0.5-99.5 percentiles
+    (``percentile``, for PNG files, whose bit depth need not be the data's); then
     inverted where the header says low values are bright: by PresentationLUTShape INVERSE when
     that attribute is present (it takes precedence, as in the DX and MG image modules, which pair
     INVERSE with MONOCHROME1), else by MONOCHROME1. Whatever the vendor's encoding, the result
@@ -161,8 +163,11 @@ def xray_display(ds: Dataset) -> np.ndarray:
         function = str(ds.get("VOILUTFunction", "LINEAR"))
         shown = dicom_window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), function)
     else:
-        low, high = _stored_range(ds)
-        shown = (values - low) / (high - low)
+        if no_window == "percentile":
+            low, high = (float(v) for v in np.percentile(values, (0.5, 99.5)))
+        else:
+            low, high = _stored_range(ds)
+        shown = (values - low) / (high - low if high > low else 1.0)
     shown = np.clip(shown, 0, 1)
     shape = str(ds.get("PresentationLUTShape", "")).strip().upper()
     if (shape == "INVERSE") if shape in ("INVERSE", "IDENTITY") else photometric == "MONOCHROME1":
@@ -334,10 +339,22 @@ class CTPatchPreprocessor:
         return self.from_volume(stack_slices(slices), grid)
 
 
-class XRayPreprocessor:
-    """One radiograph through its header's display pipeline, resized to (1, size, size)."""
+X_RAY_NO_WINDOW = ("stored_range", "percentile")
 
-    def __init__(self, size: int) -> None:
+
+class XRayPreprocessor:
+    """One radiograph through its header's display pipeline, resized to (1, size, size).
+
+    ``no_window`` says what to show of an image whose header has no VOI LUT and no window (see
+    :func:`xray_display`): a PNG or NIfTI file never has one.
+    """
+
+    def __init__(self, size: int, no_window: str = "stored_range") -> None:
+        if no_window not in X_RAY_NO_WINDOW:
+            raise ShiftlabError(
+                f"dataset.preprocess.no_window={no_window!r}; choose one of {X_RAY_NO_WINDOW}"
+            )
+        self.no_window = no_window
         self.shape = (1, size, size)
         # "area" averages when shrinking, so edge-enhancement and noise do not alias.
         self.resize = Resize(spatial_size=(size, size), mode="area")
@@ -347,7 +364,7 @@ class XRayPreprocessor:
             raise ShiftlabError(
                 f"an X-ray sample is one image, got {len(slices)} files: {_source(slices[0])}"
             )
-        image = torch.as_tensor(xray_display(slices[0]))[None]
+        image = torch.as_tensor(xray_display(slices[0], self.no_window))[None]
         return np.asarray(self.resize(image), dtype=np.float32)
 
 
