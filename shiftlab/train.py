@@ -47,6 +47,7 @@ from shiftlab.models.classifier import ShiftClassifier
 from shiftlab.provenance import provenance, trained_by
 from shiftlab.record import FAILURE, RunRecord, check_writable
 from shiftlab.runs import RunLock, describe
+from shiftlab.seeding import StepSeed
 from shiftlab.settings import CONF_DIR, register_resolvers, settings, settings_hash
 
 CHECKPOINT_RULE = "highest source-validation AUROC, earliest epoch on ties"
@@ -222,7 +223,8 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
         logger = instantiate(cfg.logger, save_dir=str(run_dir))
         # What reaches the logger (and W&B): settings with paths masked, never patient data.
         logger.log_hyperparams(settings(cfg))
-        trainer = build_trainer(cfg, run_dir, logger, [checkpoint, last, first_step, FiniteLoss()])
+        callbacks = [checkpoint, last, first_step, FiniteLoss(), StepSeed(cfg.seed)]
+        trainer = build_trainer(cfg, run_dir, logger, callbacks)
         fit_started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume and str(resume[0]))
         test_started = time.perf_counter()

@@ -31,7 +31,7 @@ TINY = (
     "trainer.enable_progress_bar=false",
 )
 # Runs shiftlab.train's command line in a process that SIGKILLs itself at one moment: after the
-# data is set up (the cache built), in the middle of the second epoch, or half-way through
+# data is set up (the cache built), in the middle of epoch N ("epoch<N>"), or half-way through
 # writing metrics.json (its temporary file half written, nothing renamed).
 KILLER = r"""
 import os, signal, sys
@@ -53,13 +53,14 @@ if moment == "setup":
         die()
 
     ShiftDataModule.setup = setup
-elif moment == "epoch":
+elif moment.startswith("epoch"):  # "epoch<N>": in the middle of epoch N
     from shiftlab.models.classifier import ShiftClassifier
 
     original_step = ShiftClassifier.training_step
+    kill_epoch = int(moment.removeprefix("epoch"))
 
     def training_step(self, batch, batch_idx):
-        if self.current_epoch == 1:
+        if self.current_epoch == kill_epoch:
             die()
         return original_step(self, batch, batch_idx)
 
@@ -124,7 +125,7 @@ def report_statuses(runs_dir: Path) -> dict[Path, str]:
     ("moment", "resumed_from"),
     [
         pytest.param("setup", None, marks=pytest.mark.slow),
-        ("epoch", 0),
+        ("epoch1", 0),
         ("record", 2),
     ],
 )
@@ -155,6 +156,33 @@ def test_a_run_killed_at_any_moment_is_never_read_and_a_relaunch_finishes_it(
     assert [a["resumed_from_epoch"] for a in attempts] == [None, resumed_from]
     assert json.loads((run_dir / "metrics.json").read_text())["resumed_from_epoch"] == resumed_from
     assert report_statuses(base / "out" / "runs") == {run_dir: "used"}
+
+
+def test_a_run_killed_and_resumed_predicts_exactly_as_one_left_alone(
+    tiny: Path, tmp_path: Path
+) -> None:
+    """Data order, flips and dropout follow (seed, epoch, step), not the process's history: a
+    run killed in epoch 1 or in epoch 2 and relaunched from last.ckpt writes the same bytes.
+    Every attempt runs the command line with the same thread count (float sums differ across
+    thread counts)."""
+    overrides = [*TINY, "trainer.max_epochs=4", "data.batch_size=2", "seed=1"]
+    predictions = {}
+    for moment in ("alone", "epoch1", "epoch2"):
+        (tmp_path / moment).mkdir()
+        base = fresh_outputs(tiny, tmp_path / moment)
+        launch = [sys.executable, "-c", KILLER, moment, *overrides, *places(base)]
+        if moment != "alone":
+            killed = command_line(base, *launch)
+            assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        finished = command_line(base, *launch[:3], "none", *launch[4:])
+        assert finished.returncode == 0, finished.stderr[-2000:]
+        [job] = grid.grid([*overrides, *places(base)])[1]
+        attempts = json.loads((job.run_dir / "attempts.json").read_text())
+        expected = {"alone": [None], "epoch1": [None, 0], "epoch2": [None, 1]}[moment]
+        assert [a["resumed_from_epoch"] for a in attempts] == expected
+        predictions[moment] = (job.run_dir / "predictions.csv").read_bytes()
+    assert predictions["epoch1"] == predictions["alone"]
+    assert predictions["epoch2"] == predictions["alone"]
 
 
 def test_a_diverging_run_stops_with_its_reason_recorded(tiny: Path, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from shiftlab.data.loading import (
 from shiftlab.data.shift import TrainingNoise, check_shift, noise_std, pixel_std, training_set
 from shiftlab.errors import ShiftlabError
 from shiftlab.manifest import load_manifest
+from shiftlab.seeding import FLIP_STREAM, EpochGenerator, EpochShuffle
 
 
 def _label_counts(frame: pd.DataFrame) -> str:
@@ -92,6 +93,7 @@ class ShiftDataModule(L.LightningDataModule):
             target=self.domains.target,
         )
         self.seed = seed
+        self.flips = EpochGenerator(seed, FLIP_STREAM)
         self.noise: TrainingNoise | None = None
         self.train_pixel_std: float | None = None
 
@@ -161,10 +163,14 @@ class ShiftDataModule(L.LightningDataModule):
         return self._series(self.frame(domain, split))
 
     def _loader(self, dataset: CachedSeries, train: bool) -> DataLoader:
+        # The training order follows (seed, epoch) (shiftlab/seeding.py); the loader's own
+        # generator only seeds its workers, which draw nothing, and keeps that draw off torch's
+        # global generator.
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=EpochShuffle(len(dataset), self.seed) if train else None,
+            generator=torch.Generator().manual_seed(self.seed),
             drop_last=train and len(dataset) > self.batch_size,
             collate_fn=collate_for(dataset),
             **loader_options(self.num_workers),
@@ -183,7 +189,8 @@ class ShiftDataModule(L.LightningDataModule):
         # Augment on the device, training batches only: a random left-right flip per sample.
         if self.hflip and self.trainer is not None and self.trainer.training:
             image = batch["image"]
-            flip = torch.rand(image.shape[0], device=image.device) < 0.5
+            generator = self.flips(image.device, self.trainer.current_epoch)
+            flip = torch.rand(image.shape[0], device=image.device, generator=generator) < 0.5
             batch["image"] = torch.where(flip.view(-1, 1, 1, 1), image.flip(-1), image)
         if self.noise is not None and self.trainer is not None and self.trainer.training:
             batch["image"] = self.noise(batch["image"], self.trainer.current_epoch)

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from shiftlab.errors import ShiftlabError
+from shiftlab.seeding import NOISE_STREAM, EpochGenerator
 
 KINDS = ("none", "injection", "noise")
 MODES = ("replace", "add")
@@ -164,21 +165,13 @@ def noise_std(alpha: float, reference: str, train_std: float) -> float:
 class TrainingNoise:
     """Adds N(0, std²) to every pixel of every training image.
 
-    The generator is reseeded from (seed, epoch) at each epoch, so the noise of an epoch is the
+    The generator restarts from (seed, epoch) at each epoch, so the noise of an epoch is the
     same whether or not the run was interrupted and resumed before it.
     """
 
     def __init__(self, std: float, seed: int) -> None:
         self.std, self.seed = float(std), int(seed)
-        self._generator: torch.Generator | None = None
-        self._epoch: int | None = None
-
-    def _generator_for(self, device: torch.device, epoch: int) -> torch.Generator:
-        if self._generator is None or self._generator.device != device or self._epoch != epoch:
-            seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
-            self._generator = torch.Generator(device=device).manual_seed(seed)
-            self._epoch = epoch
-        return self._generator
+        self._generator_for = EpochGenerator(seed, NOISE_STREAM)
 
     def __call__(self, image: torch.Tensor, epoch: int) -> torch.Tensor:
         if self.std == 0.0:
