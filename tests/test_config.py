@@ -48,6 +48,7 @@ def test_train_composes_for_every_dataset(dataset: str, tmp_path: Path) -> None:
         "ct_head": "nodulex3d",
         "synthetic_xray": "densenet121",
         "xray_chest": "densenet121",
+        "xray_chest_vindr": "densenet121",
         "xray_mammo": "densenet121",
     }.get(dataset, "mrnet2d")
     assert resolved["model"]["name"] == network
