@@ -86,3 +86,23 @@ def test_console_scripts_find_the_config_tree_from_any_folder(script: str, tmp_p
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_version_is_written_once_and_shown_by_the_command(tmp_path: Path) -> None:
+    """pyproject reads the version from shiftlab.__version__, so the installed metadata, the
+    package and ``python -m shiftlab --version`` agree."""
+    from importlib.metadata import version
+
+    import shiftlab
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "shiftlab", "--version"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == f"shiftlab {shiftlab.__version__}"
+    assert version("shiftlab") == shiftlab.__version__
+    assert not re.search(r'^version\s*=\s*"', (REPO / "pyproject.toml").read_text(), re.M)
