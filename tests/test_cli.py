@@ -106,3 +106,21 @@ def test_the_version_is_written_once_and_shown_by_the_command(tmp_path: Path) ->
     assert shown.stdout.strip() == f"shiftlab {shiftlab.__version__}"
     assert version("shiftlab") == shiftlab.__version__
     assert not re.search(r'^version\s*=\s*"', (REPO / "pyproject.toml").read_text(), re.M)
+
+
+def test_help_describes_shiftlab_its_groups_and_examples(tmp_path: Path) -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "shiftlab.train", "--help"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    assert "ΔAUC" in text and "Powered by Hydra" not in text
+    groups = dict(re.findall(r"^(\w+): (.+)$", text, re.M))
+    assert {"mri_breast", "xray_chest", "synthetic_mri"} <= set(groups["dataset"].split(", "))
+    assert set(groups["shift"].split(", ")) == {"none", "injection", "noise"}
+    assert len(re.findall(r"^\s+python -m shiftlab\.train", text, re.M)) == 3
