@@ -218,6 +218,13 @@ def _name(master: DictConfig) -> str:
     return str(master.hydra.runtime.choices.get("experiment") or "grid")
 
 
+def _title(master: DictConfig, overrides: Sequence[str]) -> str:
+    """The grid's name and the other overrides it was given, e.g. ``noise (dataset=ct_head)``:
+    a summary line says which part of the grid it counts."""
+    others = [o for o in overrides if not o.lstrip("+~").startswith("experiment=")]
+    return _name(master) + (f" ({' '.join(others)})" if others else "")
+
+
 def _relative(path: Path) -> str:
     with contextlib.suppress(ValueError):
         return str(path.relative_to(Path.cwd()))
@@ -231,7 +238,7 @@ def status(overrides: Sequence[str], show_all: bool = False) -> list[Job]:
         if show_all or job.state != "done":
             why = f"  (failed: {failed[job.run_dir]})" if job.run_dir in failed else ""
             print(f"{job.state:<11} {job.describe()}  {_relative(job.run_dir)}{why}")
-    print(f"{_name(master)}: {len(jobs)} runs: {counts(jobs)}")
+    print(f"{_title(master, overrides)}: {len(jobs)} runs: {counts(jobs)}")
     return jobs
 
 
@@ -240,7 +247,7 @@ def dry_run(overrides: Sequence[str]) -> list[Job]:
     starting = to_start(jobs)
     for job in starting:
         print(f"{job.state:<11} {job.describe()}  {_relative(job.run_dir)}")
-    print(f"{_name(master)}: {len(starting)} jobs would start ({counts(jobs)})")
+    print(f"{_title(master, overrides)}: {len(starting)} jobs would start ({counts(jobs)})")
     return starting
 
 
