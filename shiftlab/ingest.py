@@ -28,8 +28,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 from omegaconf import DictConfig, OmegaConf
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import RawDataElement
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -37,6 +36,19 @@ from pydicom.uid import UID
 from tqdm import tqdm
 
 from shiftlab.checks import usable_domains, usable_pairs
+from shiftlab.data.multiframe import (
+    frame_attributes,
+    frames_problem,
+    is_multiframe,
+    number_of_frames,
+)
+from shiftlab.dicom_damage import (
+    missing_reason,
+    no_pixels_reason,
+    not_dicom_reason,
+    read_error_reason,
+    structure_damage,
+)
 from shiftlab.errors import ShiftlabError, exit_on_user_error, instantiate
 from shiftlab.labels import FILE_STEM, LabelledSample, LabelTable
 from shiftlab.manifest import (
@@ -71,7 +83,6 @@ GROUP_BY = ("SeriesInstanceUID", "SOPInstanceUID")
 SERIES_PER_KEY = ("all", "most_slices", "fewest_slices")
 # Written last by a twin generator: a twin without it is incomplete and generated again.
 TWIN_MARKER = "TWIN.txt"
-_UNDEFINED_LENGTH = 0xFFFFFFFF
 # Elements longer than this are not read, only located: pixel data is skipped like with
 # stop_before_pixels, yet its declared length can still be checked against the file size.
 _DEFER_BYTES = 1024
@@ -98,6 +109,8 @@ class SeriesHeader:
     notes: list[str] = field(default_factory=list)
     # Slices held by its one file (a NIfTI volume); None: one slice per file.
     n_slices: int | None = None
+    # The SOPInstanceUID of each of its files (DICOM), for duplicates across samples.
+    sop_uids: list[str] = field(default_factory=list)
 
     def raw(self, keyword: str) -> str:
         """The raw text of `keyword` for this series (a standard field, an `extra` one, or the
@@ -129,6 +142,8 @@ class _Slice:
     position: float | None
     instance_number: int | None
     geometry: Geometry = (None, None, None)
+    # A multi-frame file's frames, which are its slices (Enhanced CT/MR): their headers.
+    frames: list[Dataset] = field(default_factory=list)
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -138,20 +153,6 @@ def _text(ds: Dataset, keyword: str) -> str:
     if isinstance(value, MultiValue):
         return "\\".join(str(v) for v in value)
     return str(value).strip()
-
-
-def _truncation(ds: Dataset, size: int) -> str | None:
-    """Name the first element whose value runs past the end of the file, if any."""
-    # Tags, not `for element in ds`: iterating a Dataset would read the deferred values.
-    for tag in sorted(ds.keys()):
-        element = ds.get_item(tag, keep_deferred=True)
-        if not isinstance(element, RawDataElement) or element.length == _UNDEFINED_LENGTH:
-            continue
-        end = element.value_tell + element.length
-        if end > size:
-            name = keyword_for_tag(tag) or str(tag)
-            return f"truncated: {name} ends at byte {end} but the file has {size} bytes"
-    return None
 
 
 def _slice_position(ds: Dataset) -> float | None:
@@ -203,7 +204,9 @@ def _decoder_problem(transfer_syntax: str) -> str | None:
     decoder plugin is reported per file now rather than as a failure inside a later cache build.
     """
     uid = UID(transfer_syntax)
-    if not uid.is_valid or not uid.is_transfer_syntax:
+    if not uid.is_valid:  # not digits and dots: a damaged value, not an unknown syntax
+        return f"corrupted element: TransferSyntaxUID {transfer_syntax!r} is not a valid UID"
+    if not uid.is_transfer_syntax:
         return f"no decoder: {transfer_syntax!r} is not a known transfer syntax"
     if not uid.is_compressed:
         return None
@@ -255,19 +258,22 @@ def read_slice(path: Path, relative: str, extra_tags: Sequence[str], group_by: s
     try:
         size = path.stat().st_size
         ds = _read_header(path)
-        truncated = _truncation(ds, size)
-        if truncated:
-            return truncated
+        damaged = structure_damage(path, ds, size)
+        if damaged:
+            return damaged
         required = () if group_by == "SOPInstanceUID" else (*_REQUIRED_TAGS, group_by)
         missing = [k for k in dict.fromkeys(required) if not _text(ds, k)]
         if missing:
-            return f"missing {', '.join(missing)}"
+            return missing_reason(ds, size, missing)
         if "PixelData" not in ds:
-            return "no PixelData (not an image)"
+            return no_pixels_reason(ds)
         transfer_syntax = _text(getattr(ds, "file_meta", Dataset()), "TransferSyntaxUID")
         undecodable = _decoder_problem(transfer_syntax) if transfer_syntax else None
         if undecodable:
             return undecodable
+        frames = _frames(ds, group_by) if is_multiframe(ds) else []
+        if isinstance(frames, str):
+            return frames
         header = SeriesHeader(
             patient_id=_text(ds, "PatientID"),
             study_uid=_text(ds, "StudyInstanceUID"),
@@ -278,20 +284,43 @@ def read_slice(path: Path, relative: str, extra_tags: Sequence[str], group_by: s
             field_strength=_field_strength(ds),
             modality=_text(ds, "Modality"),
             extra={keyword: _text(ds, keyword) for keyword in extra_tags},
+            n_slices=len(frames) if len(frames) > 1 else None,
         )
         return _Slice(
             path=relative,
             header=header,
             sop_uid=_text(ds, "SOPInstanceUID"),
-            position=_slice_position(ds),
+            position=_slice_position(frames[0] if frames else ds),
             instance_number=_instance_number(ds),
-            geometry=_geometry(ds),
+            geometry=_geometry(frames[0] if frames else ds),
+            frames=frames,
         )
     except InvalidDicomError:
-        return "not a DICOM file (no DICM prefix or file meta information)"
+        return not_dicom_reason(path, size)
     # pydicom raises many exception types on damaged files; one bad file must not stop a scan.
     except Exception as error:
-        return f"unreadable DICOM: {type(error).__name__}: {_short(str(error))}"
+        return read_error_reason(path, error, _short(str(error)))
+
+
+def _frames(ds: Dataset, group_by: str) -> list[Dataset] | str:
+    """The frames of a multi-frame file as slice headers (``shiftlab.data.multiframe``), or
+    why they cannot be the slices of one volume."""
+    n = number_of_frames(ds)
+    if n > 1 and group_by == "SOPInstanceUID":
+        return (
+            f"multi-frame image ({n} frames) where each image is one sample "
+            "(dataset.ingest.group_by=SOPInstanceUID)"
+        )
+    problem = frames_problem(ds)
+    if problem:
+        return problem
+    frames = frame_attributes(ds)
+    reference = _geometry(frames[0])
+    for frame in frames:
+        difference = _geometry_difference(_geometry(frame), reference)
+        if difference:
+            return f"frame geometry differs within the file: {difference}"
+    return frames
 
 
 def _short(message: str, limit: int = 160) -> str:
@@ -360,13 +389,15 @@ def scan_dicom_tree(
             claimed[item.sop_uid] = item.path
             kept.append(item)
         kept = _agreeing(kept, skipped)
+        kept = _lone_multiframe(kept, skipped)
         if group_by == "SeriesInstanceUID":
             kept = _same_geometry(kept, skipped)
         if not kept:
             continue
         header = kept[0].header
         header.files = [item.path for item in kept]
-        header.notes = [*_identity_notes(header), *_spacing_notes(kept)]
+        header.sop_uids = [item.sop_uid for item in kept]
+        header.notes = [*_identity_notes(header), *_spacing_notes(_positions(kept))]
         series.append(header)
     return series, sorted(skipped)
 
@@ -459,10 +490,31 @@ def _identity_notes(header: SeriesHeader) -> list[str]:
     return [f"no {', '.join(absent)}: identified by its file (de-identified?)"]
 
 
-def _spacing_notes(slices: list[_Slice]) -> list[str]:
+def _lone_multiframe(slices: list[_Slice], skipped: list[tuple[str, str]]) -> list[_Slice]:
+    """The slices of a series, less its multi-frame files unless one is the series' only file:
+    such a file is a whole volume, which cannot be stacked with other files."""
+    if len(slices) < 2:
+        return slices
+    reason = (
+        f"multi-frame file in a series of {len(slices)} files: its frames are read as slices "
+        "only when it is the one file of its series"
+    )
+    skipped.extend((item.path, reason) for item in slices if len(item.frames) > 1)
+    return [item for item in slices if len(item.frames) <= 1]
+
+
+def _positions(slices: list[_Slice]) -> list[float | None]:
+    """Slice positions along the normal in slice order: one per file, or the frames of a
+    multi-frame file in the order they are decoded (ascending, when all have one)."""
+    if len(slices) == 1 and len(slices[0].frames) > 1:
+        positions = [_slice_position(frame) for frame in slices[0].frames]
+        return positions if None in positions else sorted(positions)
+    return [item.position for item in slices]
+
+
+def _spacing_notes(positions: list[float | None]) -> list[str]:
     """Caveats on the slice positions of a volume that is kept: repeated or uneven spacing."""
-    positions = [item.position for item in slices]
-    if len(slices) < 3 or any(p is None for p in positions):
+    if len(positions) < 3 or any(p is None for p in positions):
         return []
     gaps = np.diff(np.asarray(positions, dtype=float))
     typical = float(np.median(gaps))
@@ -579,7 +631,8 @@ def reason_kind(reason: str) -> str:
     return re.sub(r"^(duplicate SOPInstanceUID) of .*", r"\1", kind)
 
 
-def _vendor_note(manufacturer: str) -> str | None:
+def vendor_note(manufacturer: str) -> str | None:
+    """The flagged.csv caveat of a sample whose vendor is unknown, or None."""
     if normalise_vendor(manufacturer) != UNKNOWN:
         return None
     if not manufacturer.strip():
@@ -612,7 +665,7 @@ def _account(
         first = header.files[0]
         if first in in_samples:
             n_used += len(header.files)
-            notes = [_vendor_note(header.manufacturer), *header.notes]
+            notes = [vendor_note(header.manufacturer), *header.notes]
             flagged.extend((first, note) for note in notes if note)
             continue
         if id(header) not in chosen_ids:
@@ -632,7 +685,8 @@ def _account(
     return _Accounts(sorted(unused), sorted(flagged), files)
 
 
-def _print_skipped(skipped: Sequence[tuple[str, str]]) -> dict[str, int]:
+def print_skipped(skipped: Sequence[tuple[str, str]]) -> dict[str, int]:
+    """Print skipped.csv's reasons counted by kind, most common first; return the counts."""
     kinds = Counter(reason_kind(reason) for _, reason in skipped)
     for kind, n in sorted(kinds.items(), key=lambda item: (-item[1], item[0])):
         print(f"  {n:>8}  {kind}")
@@ -669,6 +723,62 @@ def _print_choice_by_description(counts: Mapping[str, Mapping[str, int]]) -> Non
         print(f"  ... {hidden} more (series_by_description in manifest.json)")
 
 
+def _unmatched_labels(
+    labels: LabelTable,
+    series: Sequence[SeriesHeader],
+    chosen: Sequence[SeriesHeader],
+    dicom_root: Path,
+    skipped: Sequence[tuple[str, str]],
+) -> dict[str, int]:
+    """Why label keys matched no chosen series, counted: only a series that dataset.ingest did
+    not choose carries the key, only skipped files carry it (their headers are read again
+    here, as far as they can be), or no scanned file does."""
+    chosen_keys = {s.raw(labels.key_tag) for s in chosen}
+    scanned_keys = {s.raw(labels.key_tag) for s in series}
+    unmatched = set(labels.samples) - chosen_keys
+    elsewhere = unmatched - scanned_keys
+    in_skipped = (
+        elsewhere & _skipped_file_keys(dicom_root, skipped, labels.key_tag) if elsewhere else set()
+    )
+    return {
+        "series_not_chosen": len(unmatched & scanned_keys),
+        "only_skipped_files": len(in_skipped),
+        "no_scanned_file": len(elsewhere - in_skipped),
+    }
+
+
+def _skipped_file_keys(
+    dicom_root: Path, skipped: Sequence[tuple[str, str]], key_tag: str
+) -> set[str]:
+    """The label keys that skipped files carry, where their headers can be read."""
+    if key_tag == FILE_STEM:
+        return {PurePosixPath(path).name.split(".")[0] for path, _ in skipped}
+    keys = set()
+    for path, _ in skipped:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(
+                    dicom_root / path, stop_before_pixels=True, specific_tags=[key_tag]
+                )
+            keys.add(_text(ds, key_tag))
+        except Exception:  # a file too damaged to read carries no key that can be seen
+            continue
+    return keys - {""}
+
+
+def _print_unmatched(unmatched: Mapping[str, int], n_keys: int, key_tag: str, unit: str) -> None:
+    print(f"labels unmatched:   {sum(unmatched.values())} of {n_keys}")
+    why = {
+        "series_not_chosen": f"match only {unit} not chosen by dataset.ingest",
+        "only_skipped_files": "match only skipped files (reasons in skipped.csv)",
+        "no_scanned_file": f"name no scanned file (by {key_tag})",
+    }
+    for name, n in unmatched.items():
+        if n:
+            print(f"  {n:>8}  {why[name]}")
+
+
 def _slice_outside(sample: LabelledSample, n_slices: int) -> str | None:
     """Why a slice-level sample cannot be made from its series, if it cannot.
 
@@ -702,7 +812,7 @@ def _manifest_rows(
                     (header.files[0], "no PatientID, and the label file names no patient")
                 )
                 continue
-            outside = _slice_outside(sample, len(header.files))
+            outside = _slice_outside(sample, header.n_slices or len(header.files))
             if outside:
                 dropped.append((header.files[0], outside))
                 continue
@@ -716,7 +826,7 @@ def _manifest_rows(
                     "study_id": pseudonym(key, header.study_uid or source, "st-"),
                     "series_id": pseudonym(key, header.series_uid or source, "se-"),
                     "paths": PATH_SEPARATOR.join(header.files),
-                    "n_slices": len(header.files),
+                    "n_slices": header.n_slices or len(header.files),
                     "label": sample.label,
                     "manufacturer": header.manufacturer,
                     "vendor": normalise_vendor(header.manufacturer),
@@ -902,13 +1012,14 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
 
     key = load_or_create_key(paths_cfg.pseudonym_key)
     df, raw_patients, unlabelled, dropped = _manifest_rows(chosen, labels, key)
+    unmatched = _unmatched_labels(labels, series, chosen, dicom_root, skipped)
     print(f"skipped files:      {len(skipped)} (reasons in {skipped_path})")
     accounts = _account(series, chosen, unlabelled, df, len(skipped), labels.key_tag)
     if dropped:
         print(f"samples dropped:    {len(dropped)} (reasons in {skipped_path})")
     n_skipped_files = len(skipped)
     skipped = sorted([*skipped, *dropped])
-    skipped_by_kind = _print_skipped(skipped)
+    skipped_by_kind = print_skipped(skipped)
     write_if_changed(skipped_path, csv_bytes(pd.DataFrame(skipped, columns=["path", "reason"])))
     unused = pd.DataFrame(accounts.unused, columns=["path", "n_files", "reason"])
     write_if_changed(manifest_dir / UNUSED_NAME, csv_bytes(unused))
@@ -927,10 +1038,8 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
         print(
             f"caveats:            {len(flagged)} on kept series (in {manifest_dir / FLAGGED_NAME})"
         )
-    matched_keys = {s.raw(labels.key_tag) for s in chosen} & set(labels.samples)
     print(f"{'unlabelled ' + unit + ':':<20}{len(unlabelled)} (dropped)")
-    n_keys = len(labels.samples)
-    print(f"labels unmatched:   {n_keys - len(matched_keys)} of {n_keys}")
+    _print_unmatched(unmatched, len(labels.samples), labels.key_tag, unit)
     if df.empty:
         raise ShiftlabError(_no_match_error(chosen, labels, str(dataset_cfg.labels.get("path"))))
     if (df["vendor"] == UNKNOWN).all():
@@ -948,6 +1057,7 @@ def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) 
         "n_series_unused": len(unused),
         "n_flagged": len(flagged),
         "n_samples_vendor_unknown": n_unknown,
+        "labels_unmatched": unmatched,
     }
     if len(chosen) < len(series):
         meta["n_series_not_chosen"] = len(series) - len(chosen)

@@ -17,6 +17,11 @@ The table (CSV) has one row per sample and the columns
 The headers are read only to order slices and fill the study/series/modality columns; the rest
 follows the same path as an ingest (pseudonyms, vendor aliases, splits, count table, usable
 domain pairs), so the DataModule cannot tell the two apart.
+
+Files are accounted for as in a folder scan: every file a row names (a folder: every file under
+it) is in a sample or in skipped.csv with its reason, counted by kind; a row that repeats an
+image of an earlier row (the same file, or the same SOPInstanceUID: a copy) is skipped; samples
+kept with a caveat (vendor unknown, uneven slice spacing) are listed in flagged.csv.
 """
 
 from __future__ import annotations
@@ -33,11 +38,14 @@ from omegaconf import DictConfig
 from shiftlab.data.image_files import FORMAT_NAMES, image_format, read_image_info
 from shiftlab.errors import ShiftlabError
 from shiftlab.ingest import (
+    FLAGGED_NAME,
     SKIPPED_NAME,
     SeriesHeader,
     finish_manifest,
+    print_skipped,
     read_slice,
     scan_dicom_tree,
+    vendor_note,
 )
 from shiftlab.manifest import (
     COLUMNS,
@@ -48,7 +56,7 @@ from shiftlab.manifest import (
     write_if_changed,
 )
 from shiftlab.pseudonym import load_or_create_key, pseudonym
-from shiftlab.vendors import normalise_vendor
+from shiftlab.vendors import UNKNOWN, normalise_vendor
 
 REQUIRED = ("path", "patient_id", "manufacturer", "label")
 # Where a sample's manufacturer came from, counted in manifest.json (meta "vendor_source").
@@ -135,24 +143,43 @@ def _relative(path_text: str, dicom_root: Path) -> Path:
         ) from None
 
 
-def _read_sample(dicom_root: Path, relative: Path) -> SeriesHeader | str:
-    """The series header of one row's file or folder, or the reason it cannot be used."""
+def _read_sample(
+    dicom_root: Path, relative: Path
+) -> tuple[SeriesHeader | str, list[tuple[str, str]]]:
+    """The series header of one row's file or folder, or the reason it cannot be used; and the
+    files of a folder left out, with their reasons (paths relative to dicom_root)."""
     absolute = dicom_root / relative
     if absolute.is_file():
         result = read_slice(absolute, relative.as_posix(), (), "SeriesInstanceUID")
         if isinstance(result, str):
-            return result
-        result.header.files = [result.path]
-        return result.header
+            return result, []
+        result.header.files, result.header.sop_uids = [result.path], [result.sop_uid]
+        return result.header, []
     if not absolute.is_dir():
-        return "no such file or folder"
+        return "no such file or folder", []
     series, skipped = scan_dicom_tree(absolute)
+    left_out = [((relative / name).as_posix(), reason) for name, reason in skipped]
     if len(series) != 1:
-        why = f"; skipped files: {skipped[:3]}" if skipped else ""
-        return f"a folder must hold exactly one DICOM series, found {len(series)}{why}"
+        reason = f"a row's folder must hold exactly one DICOM series; it holds {len(series)}"
+        left_out += [((relative / name).as_posix(), reason) for s in series for name in s.files]
+        return reason, sorted(left_out)
     header = series[0]
     header.files = [(relative / name).as_posix() for name in header.files]
-    return header
+    return header, left_out
+
+
+def _repeats(header: SeriesHeader, claimed: dict[str, str]) -> str | None:
+    """Why a row repeats images of an earlier row (a file, or a SOPInstanceUID, already taken),
+    or None, and then its images are taken for it."""
+    keys = [(f"file:{f}", f) for f in header.files]
+    # A header without SOPInstanceUIDs (a NIfTI or PNG file) is known by its files alone.
+    keys += [(uid, f) for uid, f in zip(header.sop_uids, header.files, strict=False) if uid]
+    for key, _ in keys:
+        if key in claimed:
+            kind = "file" if key.startswith("file:") else "SOPInstanceUID"
+            return f"duplicate {kind} of {claimed[key]} (in an earlier row)"
+    claimed.update(keys)
+    return None
 
 
 def _read_image_file(dicom_root: Path, relative: Path, modality: str) -> SeriesHeader | str:
@@ -221,17 +248,28 @@ def import_user_manifest(
     has_split = "split" in table.rows.columns and (table.rows["split"] != "").all()
     rows, raw_patients, skipped = [], [], list(table.skipped)
     vendor_sources: Counter[str] = Counter()
+    claimed: dict[str, str] = {}  # file or SOPInstanceUID -> the file of the row that has it
+    flagged: list[tuple[str, str]] = []  # (first file, caveat) of the samples kept
+    n_rows_skipped = 0
     for _, row in table.rows.iterrows():
         relative = _relative(row["path"], dicom_root)
-        header = (
+        header, left_out = (
             _read_sample(dicom_root, relative)
             if image_format(relative) == "dicom"
-            else _read_image_file(dicom_root, relative, modality)
+            else (_read_image_file(dicom_root, relative, modality), [])
         )
-        if isinstance(header, str):
-            skipped.append((relative.as_posix(), header))
+        skipped += left_out
+        repeated = None if isinstance(header, str) else _repeats(header, claimed)
+        if isinstance(header, str) or repeated:
+            n_rows_skipped += 1
+            if repeated:
+                skipped += [(f, repeated) for f in header.files]
+            elif not left_out:
+                skipped.append((relative.as_posix(), header))
             continue
         manufacturer = row["manufacturer"] or header.manufacturer
+        notes = [vendor_note(manufacturer), *header.notes]
+        flagged += [(header.files[0], note) for note in notes if note]
         vendor_sources[table.vendor_source if row["manufacturer"] else FROM_TAG] += 1
         raw_patients.append(row["patient_id"])
         rows.append(
@@ -251,10 +289,32 @@ def import_user_manifest(
                 "split": row["split"] if has_split else "",
             }
         )
-    skipped_path = Path(dataset_cfg.manifest_dir) / SKIPPED_NAME
+    manifest_dir = Path(dataset_cfg.manifest_dir)
+    skipped_path, flagged_path = manifest_dir / SKIPPED_NAME, manifest_dir / FLAGGED_NAME
+    skipped = sorted(skipped)
     write_if_changed(skipped_path, csv_bytes(pd.DataFrame(skipped, columns=["path", "reason"])))
+    flagged_table = pd.DataFrame(sorted(flagged), columns=["path", "note"])
+    write_if_changed(flagged_path, csv_bytes(flagged_table))
     print(f"rows in table:      {len(table.rows)} ({table.source})")
-    print(f"rows skipped:       {len(skipped)} (reasons in {skipped_path})")
+    print(f"rows skipped:       {n_rows_skipped} (reasons in {skipped_path})")
+    skipped_by_kind = print_skipped(skipped)
+    # A file is counted once: one that a repeating row names again is in a sample already.
+    in_samples = {f for r in rows for f in r["paths"].split(PATH_SEPARATOR)}
+    only_skipped = {path for path, _ in skipped} - in_samples
+    files = {
+        "scanned": len(in_samples) + len(only_skipped),
+        "in_samples": len(in_samples),
+        "skipped": len(only_skipped),
+    }
+    print(
+        f"files accounted:    {files['scanned']} = {files['in_samples']} in samples + "
+        f"{files['skipped']} skipped (every file of a skipped row or folder, in {skipped_path})"
+    )
+    n_unknown = sum(r["vendor"] == UNKNOWN for r in rows)
+    if n_unknown:
+        print(f"vendor unknown:     {n_unknown} samples (see {flagged_path})")
+    if len(flagged_table):
+        print(f"caveats:            {len(flagged_table)} on kept samples (in {flagged_path})")
     print(f"vendor taken from:  {', '.join(f'{k} {n}' for k, n in sorted(vendor_sources.items()))}")
     if not rows:
         raise ShiftlabError(f"no row of {table.source} could be used; see {skipped_path}.")
@@ -263,7 +323,12 @@ def import_user_manifest(
     meta = {
         "source_table": table.source,
         "n_rows": len(table.rows),
-        "n_rows_skipped": len(skipped),
+        "n_rows_skipped": n_rows_skipped,
+        # Every file the table names (a folder: every file under it): in a sample or skipped.
+        "files": files,
+        "skipped_by_kind": skipped_by_kind,
+        "n_flagged": len(flagged_table),
+        "n_samples_vendor_unknown": n_unknown,
         # Where each sample's manufacturer came from (DESIGN.md: the manifest says which).
         "vendor_source": dict(sorted(vendor_sources.items())),
         "pseudonym_key_id": pseudonym(key, "shiftlab-key-id", "k-"),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -174,3 +175,18 @@ def _slice_dataset(
     if field_strength is not None:
         ds.MagneticFieldStrength = field_strength
     return ds
+
+
+def copy_as_new_scan(source: Path | str, target: Path, **attributes: Any) -> Path:
+    """A real DICOM file (e.g. one of pydicom's test files) as another scan: its pixels, encoding
+    and header kept, with study, series and SOP instance UIDs of its own (derived from `target`)
+    and `attributes` set by keyword. A byte copy would be the same SOP instance twice."""
+    ds = pydicom.dcmread(source)
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        setattr(ds, keyword, uid_for(keyword, target))
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(target)
+    return target

@@ -131,21 +131,25 @@ def test_split_without_both_classes(tmp_path: Path) -> None:
     assert re.search(r"domain 'siemens' split '(val|test)' has \d+ negative, 0 positive", message)
 
 
-def test_unreadable_pixels_are_named_when_the_cache_is_built(tmp_path: Path) -> None:
+def test_unreadable_pixels_are_named_when_no_sample_can_be_decoded(tmp_path: Path) -> None:
+    """One undecodable sample is left out (tests/test_real_files.py); when none decodes, the run
+    stops before training and names the first sample's files, relative to the DICOM root."""
     overrides = ("dataset.synthetic.patients_per_vendor=12", "trainer.max_epochs=1")
     cfg = compose_train(tmp_path / "data", tmp_path / "out", *overrides)
     with contextlib.redirect_stdout(io.StringIO()):
         ensure_manifest(cfg)
     manifest = pd.read_csv(Path(cfg.dataset.manifest_dir) / "manifest.csv")
-    # Damage a training file of the source after ingest: as if a download were cut short later.
-    row = manifest[(manifest["vendor"] == "ge") & (manifest["split"] == "train")].iloc[0]
-    broken = Path(cfg.dataset.dicom_root) / row["paths"].split("|")[1]
-    data = broken.read_bytes()
-    broken.write_bytes(data[: len(data) // 2])
+    # Damage a file of every sample after ingest: as if a download were cut short later.
+    for paths in manifest["paths"]:
+        broken = Path(cfg.dataset.dicom_root) / paths.split("|")[1]
+        data = broken.read_bytes()
+        broken.write_bytes(data[: len(data) // 2])
 
     message = fails_before_training(cfg, tmp_path / "run")
-    assert str(broken) in message
-    assert "cannot decode pixels" in message
+    first = sorted(manifest["paths"])[0].split("|")
+    assert "no sample of the manifest could be decoded" in message
+    assert f"(files {first[0]} and {len(first) - 1} more)" in message
+    assert f"cannot decode pixels of <file 2 of {len(first)}>" in message
     cache_dir = Path(cfg.paths.cache_dir)
     assert not cache_dir.exists() or list(cache_dir.iterdir()) == [], "no partial cache is kept"
 

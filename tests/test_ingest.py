@@ -350,7 +350,7 @@ def test_scan_skips_damaged_headers_and_falls_back_to_instance_number(tmp_path: 
     series, skipped = scan_dicom_tree(root)
     reasons = dict(skipped)
     assert reasons["cut/x.dcm"].startswith("truncated")
-    assert reasons["nouid/1-01.dcm"] == "missing SeriesInstanceUID"
+    assert reasons["nouid/1-01.dcm"] == "missing tag SeriesInstanceUID"
     assert reasons["good/copy.dcm"].startswith("duplicate SOPInstanceUID")
     found = {s.series_uid: s.files for s in series}
     assert found[legacy.series_uid] == ["legacy/1-01.dcm", "legacy/1-02.dcm"]

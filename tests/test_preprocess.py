@@ -67,14 +67,16 @@ def test_cache_is_built_once_and_never_decodes_again(
         paths.append(PATH_SEPARATOR.join(str(f.relative_to(root)) for f in written.files))
     manifest = pd.DataFrame({"paths": paths})
     settings = {"_target_": MRI, "slices": 3, "size": 8, "intensity": "zscore"}
-    first = np.array(cache.load_or_build(manifest, "sha-a", root, settings, tmp_path / "cache"))
+    first = np.array(
+        cache.load_or_build(manifest, "sha-a", root, settings, tmp_path / "cache").arrays
+    )
     assert first.shape == (3, 3, 8, 8)
 
     def no_decoding(files: object) -> None:
         raise AssertionError(f"decoded DICOM again: {files}")
 
     monkeypatch.setattr(cache, "read_slices", no_decoding)
-    again = cache.load_or_build(manifest, "sha-a", root, settings, tmp_path / "cache")
+    again = cache.load_or_build(manifest, "sha-a", root, settings, tmp_path / "cache").arrays
     assert isinstance(again, np.memmap)
     np.testing.assert_array_equal(again, first)
     files = cache.files_fingerprint(manifest, root)
@@ -110,7 +112,7 @@ def test_each_series_is_decoded_once_however_many_samples_it_holds(
 
     monkeypatch.setattr(cache, "read_slices", counting)
     settings = {"_target_": "shiftlab.data.preprocess.MRISlicePreprocessor", "size": 8}
-    arrays = cache.load_or_build(manifest, "sha", root, settings, tmp_path / "cache")
+    arrays = cache.load_or_build(manifest, "sha", root, settings, tmp_path / "cache").arrays
     assert len(decoded) == 2
     expected = MRISlicePreprocessor(size=8)
     for row, sample in manifest.iterrows():
@@ -142,7 +144,7 @@ def test_same_manifest_over_another_dicom_tree_is_not_served_from_cache(tmp_path
         joined = PATH_SEPARATOR.join(str(f.relative_to(root)) for f in written.files)
         manifest = pd.DataFrame({"paths": [joined]})
         arrays.append(
-            np.array(cache.load_or_build(manifest, "sha", root, settings, tmp_path / "c"))
+            np.array(cache.load_or_build(manifest, "sha", root, settings, tmp_path / "c").arrays)
         )
     assert not np.array_equal(arrays[0], arrays[1])
 

@@ -3,12 +3,13 @@
 Identifying values are planted in synthetic DICOM headers (PatientName, PatientBirthDate,
 AccessionNumber, PatientID, InstitutionName, ReferringPhysicianName) and, as in TCIA's layout,
 in folder and file names (the PatientID). Then the command line ingests and trains (W&B offline),
-a run fails on a damaged file, and the report is built. Every file these write is searched, as
+a run leaves out a sample whose file was damaged, a run fails when every file is, and the report
+is built. Every file these write is searched, as
 bytes, for the planted values:
 
 - run records (config, metrics, predictions, attempts, failure.json), Hydra's .hydra/ and
-  train.log, CSV logs, checkpoints, W&B offline runs, the report and the preprocessing cache must
-  hold none of them;
+  train.log, CSV logs, checkpoints, W&B offline runs, the report and the preprocessing cache
+  (with its list of samples that could not be decoded) must hold none of them;
 - the manifest folder stays on the site; even there no header value appears, and the PatientID
   only inside file paths (the ``paths`` column of manifest.csv, the ``path`` column of
   skipped.csv, unused.csv and flagged.csv).
@@ -125,12 +126,22 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert list(out.rglob("done")), "the run finished"
 
-    # A run that fails on a damaged file: its failure reason is recorded, masked.
+    # A run over a damaged file leaves its sample out, listed beside its cache (cache2); a run
+    # over files all damaged fails, and its failure reason is recorded, masked.
+    damaged = sorted((root / "dicom").rglob("*_1-02.dcm"))
+    for path in damaged[:1]:
+        path.write_bytes(path.read_bytes()[:300])
     cfg = compose_train(
         data, out, *OVERRIDES, *places[2:], "seed=1", f"paths.cache_dir='{base / 'cache2'}'"
     )
-    first = next((root / "dicom").rglob("*_1-02.dcm"))
-    first.write_bytes(first.read_bytes()[:300])
+    with contextlib.redirect_stdout(io.StringIO()):
+        train(cfg, out / "runs" / "partial-run")
+    assert list((base / "cache2").glob("*.excluded.csv")), "the damaged sample is listed"
+    for path in damaged[1:]:
+        path.write_bytes(path.read_bytes()[:300])
+    cfg = compose_train(
+        data, out, *OVERRIDES, *places[2:], "seed=2", f"paths.cache_dir='{base / 'cache3'}'"
+    )
     with pytest.raises(ShiftlabError), contextlib.redirect_stdout(io.StringIO()):
         train(cfg, out / "runs" / "failed-run")
     assert (out / "runs" / "failed-run" / "failure.json").is_file()
@@ -165,7 +176,8 @@ def test_nothing_that_leaves_the_site_holds_an_identifier(site: dict[str, Path])
     assert list(runs.rglob("*.ckpt")) and list(runs.rglob("*.wandb")), "all artifacts were made"
     assert list(runs.rglob("train.log")) and list(runs.rglob(".hydra/*.yaml"))
     assert list(runs.rglob("failure.json")) and list(runs.rglob("predictions.csv"))
-    folders = [site["out"], site["wandb"], site["data"] / "cache", site["base"] / "cache2"]
+    folders = [site["out"], site["wandb"], site["data"] / "cache"]
+    folders += [site["base"] / "cache2", site["base"] / "cache3"]
     if site["report"] is not None:
         assert list(site["report"].rglob("*")), "the report was written"
         folders.append(site["report"])

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import compose_config, compose_train
+from dicom_factory import copy_as_new_scan
 from pydicom.data import get_testdata_file
 
 from shiftlab.errors import ShiftlabError
@@ -46,7 +46,7 @@ def byo_rows(root: Path) -> list[dict]:
             name = PYDICOM_FILES[(i + vendor_index) % len(PYDICOM_FILES)]
             folder = root / "scans" / f"v{vendor_index}p{i:02d}"
             folder.mkdir(parents=True)
-            shutil.copy(get_testdata_file(name), folder / name)
+            copy_as_new_scan(get_testdata_file(name), folder / name)
             path = folder.relative_to(root) if i % 4 == 0 else (folder / name).relative_to(root)
             rows.append(
                 {

@@ -5,6 +5,12 @@ of a thousand runs over the same manifest then opens millions of small files. On
 ``.npy`` per (manifest hash, DICOM root, preprocessing settings) is read at memory speed, shared
 by all runs and worker processes through the page cache, and keeps a run's memory flat as
 datasets grow.
+
+A sample whose files cannot be decoded (a file damaged after ingest, a decoder that fails on it,
+a geometry its preprocessor cannot use) does not stop the build: its row is filled with NaN and
+the sample is listed, by its pseudonymous sample_id with the reason, in ``<key>.excluded.csv``
+beside the arrays. The DataModule leaves those samples out of every split and says how many.
+Only a build in which no sample decodes fails, with the first reason (most likely a setting).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,12 +29,27 @@ from tqdm import tqdm
 
 from shiftlab.errors import ShiftlabError, instantiate
 from shiftlab.manifest import PATH_SEPARATOR
+from shiftlab.record import write_atomic
 
 if TYPE_CHECKING:
     from shiftlab.data.preprocess import Preprocessor
 
 # Bump when the decoding or array layout changes, so old caches are not reused.
 CACHE_FORMAT = 1
+# Beside ``<key>.npy``: the samples that could not be decoded (sample_id, reason).
+EXCLUDED_SUFFIX = ".excluded.csv"
+EXCLUDED_COLUMNS = ["sample_id", "reason"]
+# A reason is one line of at most this many characters.
+_REASON_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Cache:
+    """The preprocessed samples in manifest row order, and those that could not be decoded."""
+
+    arrays: np.ndarray
+    excluded: pd.DataFrame  # EXCLUDED_COLUMNS, in manifest row order
+    excluded_path: Path
 
 
 def files_fingerprint(manifest: pd.DataFrame, dicom_root: Path) -> str:
@@ -75,8 +97,9 @@ def load_or_build(
     dicom_root: Path,
     preprocess: Mapping,
     cache_dir: Path,
-) -> np.ndarray:
-    """Preprocessed samples in manifest row order, shape (n, slices, size, size), memory-mapped.
+) -> Cache:
+    """Preprocessed samples in manifest row order, shape (n, slices, size, size), memory-mapped,
+    and the samples that could not be decoded (their rows are NaN).
 
     Built on first use (atomically, so concurrent runs at worst build it twice), then reused.
     """
@@ -90,7 +113,14 @@ def load_or_build(
         raise RuntimeError(
             f"cache {path} holds {arrays.shape[0]} samples, manifest {len(manifest)}"
         )
-    return arrays
+    excluded_path = path.with_suffix(EXCLUDED_SUFFIX)
+    # No file: every sample decoded.
+    excluded = (
+        pd.read_csv(excluded_path, dtype=str, keep_default_na=False)
+        if excluded_path.is_file()
+        else pd.DataFrame(columns=EXCLUDED_COLUMNS)
+    )
+    return Cache(arrays, excluded, excluded_path)
 
 
 def read_slices(files: Sequence[Path]) -> list:
@@ -112,6 +142,40 @@ def build_preprocessor(preprocess: Mapping) -> Preprocessor:
     return instantiate(dict(preprocess))
 
 
+def _reason(error: Exception, files: Sequence[Path], dicom_root: Path) -> str:
+    """One line saying what failed. A file is named by its rank among the sample's files
+    (``<file 2 of 40>``), not by its path, which can hold a patient's name: the sample id and
+    the manifest's ``paths`` tell which file it is."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    for k, path in sorted(enumerate(files), key=lambda item: -len(str(item[1]))):
+        text = text.replace(str(path), f"<file {k + 1} of {len(files)}>")
+    text = text.replace(str(dicom_root), "<dataset.dicom_root>")
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 1] + "…"
+
+
+# Any decoder, file or geometry error leaves the sample out; running out of memory does not.
+def _decoded(files: list[Path], dicom_root: Path) -> list | str:
+    """The slices of a series' files, or why they cannot be decoded."""
+    try:
+        return read_slices(files)
+    except MemoryError:
+        raise
+    except Exception as error:
+        return _reason(error, files, dicom_root)
+
+
+def _preprocessed(
+    preprocessor: Preprocessor, slices: list, sample: Mapping, files: list[Path], dicom_root: Path
+) -> np.ndarray | str:
+    """One sample's array, or why it cannot be made."""
+    try:
+        return preprocessor(slices, sample)
+    except MemoryError:
+        raise
+    except Exception as error:
+        return _reason(error, files, dicom_root)
+
+
 def _build(
     manifest: pd.DataFrame, dicom_root: Path, preprocessor: Preprocessor, path: Path
 ) -> None:
@@ -125,16 +189,42 @@ def _build(
     # so each series is decoded once however many samples it holds.
     order = sorted(range(len(samples)), key=lambda i: samples[i]["paths"])
     progress = tqdm(order, desc="decoding DICOM into cache", unit="sample", leave=False)
-    decoded_paths, slices = None, []
+    decoded_paths: str | None = None
+    slices: list | str = []  # the series' decoded slices, or why it cannot be decoded
+    failed: dict[int, str] = {}  # row -> reason
     try:
         for i in progress:
             sample = samples[i]
             if sample["paths"] != decoded_paths:
+                decoded_paths = sample["paths"]
                 files = [dicom_root / p for p in sample["paths"].split(PATH_SEPARATOR)]
-                slices, decoded_paths = read_slices(files), sample["paths"]
-            arrays[i] = preprocessor(slices, sample)
+                slices = _decoded(files, dicom_root)
+            result = (
+                slices
+                if isinstance(slices, str)
+                else _preprocessed(preprocessor, slices, sample, files, dicom_root)
+            )
+            if isinstance(result, str):
+                failed[i] = result
+                arrays[i] = np.nan
+            else:
+                arrays[i] = result
+        if samples and len(failed) == len(samples):
+            first = samples[order[0]]
+            files = first["paths"].split(PATH_SEPARATOR)
+            raise ShiftlabError(
+                "no sample of the manifest could be decoded (a preprocessing setting that does "
+                f"not fit the data?); the first, {first.get('sample_id', 'row 0')} (files "
+                f"{files[0]} and {len(files) - 1} more): {failed[order[0]]}"
+            )
         arrays.flush()
         del arrays
+        if failed:  # written before the arrays appear: whoever sees them sees the list too
+            excluded = pd.DataFrame(
+                [(samples[i].get("sample_id", f"row {i}"), failed[i]) for i in sorted(failed)],
+                columns=EXCLUDED_COLUMNS,
+            )
+            write_atomic(path.with_suffix(EXCLUDED_SUFFIX), excluded.to_csv(index=False))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -26,10 +26,20 @@ from shiftlab.data.loading import (
     loader_options,
     loader_workers,
 )
-from shiftlab.data.shift import TrainingNoise, check_shift, noise_std, pixel_std, training_set
+from shiftlab.data.shift import (
+    TrainingNoise,
+    TrainingSet,
+    check_shift,
+    noise_std,
+    pixel_std,
+    training_set,
+)
 from shiftlab.errors import ShiftlabError
 from shiftlab.manifest import load_manifest
 from shiftlab.seeding import FLIP_STREAM, EpochGenerator, EpochShuffle
+
+# Samples left out for undecodable pixels that a run names on the console (all in the list).
+_EXCLUDED_SHOWN = 5
 
 
 def _label_counts(frame: pd.DataFrame) -> str:
@@ -78,6 +88,8 @@ class ShiftDataModule(L.LightningDataModule):
         self.num_workers = loader_workers(num_workers, gpu_workers, modality)
         self.hflip = hflip
         self.batch_reads = batch_reads
+        # Rows the cache could decode: all until it is built (setup, _leave_out_undecodable).
+        self.decoded = pd.Series(True, index=self.manifest.index)
         self.val_domains = self._usable("val")
         self.test_domains = self._usable("test")
         self._check_source_and_target()
@@ -85,13 +97,8 @@ class ShiftDataModule(L.LightningDataModule):
         # The ablation (shiftlab/data/shift.py): which rows train, and noise on their images.
         self.shift = _plain(shift) if shift is not None else {"name": "none"}
         check_shift(self.shift)
-        self.training = training_set(
-            self.frame(self.domains.source, "train"),
-            self.frame(self.domains.target, "train"),
-            self.shift,
-            split_seed,
-            target=self.domains.target,
-        )
+        self.split_seed = split_seed
+        self.training = self._training_set()
         self.seed = seed
         self.flips = EpochGenerator(seed, FLIP_STREAM)
         self.noise: TrainingNoise | None = None
@@ -109,6 +116,7 @@ class ShiftDataModule(L.LightningDataModule):
         """
         vendors = self.domains.vendors[domain]
         rows = domain_rows(self.manifest, vendors) & (self.manifest["split"] == split)
+        rows &= self.decoded
         return self.manifest[rows].sort_values("paths")
 
     def _usable(self, split: str) -> list[str]:
@@ -136,21 +144,60 @@ class ShiftDataModule(L.LightningDataModule):
                     "fractions in the dataset config, or another domain."
                 )
 
+    def _training_set(self) -> TrainingSet:
+        return training_set(
+            self.frame(self.domains.source, "train"),
+            self.frame(self.domains.target, "train"),
+            self.shift,
+            self.split_seed,
+            target=self.domains.target,
+        )
+
     def setup(self, stage: str | None = None) -> None:
         if self.arrays is None:
-            self.arrays = cache.load_or_build(
+            built = cache.load_or_build(
                 self.manifest,
                 self.manifest_sha256,
                 self.dicom_root,
                 self.preprocess,
                 self.cache_dir,
             )
+            self.arrays = built.arrays
+            self._leave_out_undecodable(built.excluded, built.excluded_path)
         if self.shift["name"] == "noise" and self.noise is None:
             self.train_pixel_std = pixel_std(self.arrays, self._rows(self.training.frame))
             std = noise_std(
                 float(self.shift["alpha"]), self.shift["reference"], self.train_pixel_std
             )
             self.noise = TrainingNoise(std, self.seed)
+
+    def _leave_out_undecodable(self, excluded: pd.DataFrame, path: Path) -> None:
+        """Leave the samples the cache could not decode out of every split, and say so.
+
+        The domains to evaluate were chosen when the run was set up; one that loses a class
+        here stops the run with the reason (recorded as its failure) instead of reporting an
+        AUROC without both classes. The training set is drawn again from what is left, with the
+        same seed, so it stays the same from run to run.
+        """
+        if excluded.empty:
+            return
+        self.decoded = ~self.manifest["sample_id"].isin(excluded["sample_id"])
+        print(f"samples excluded:   {len(excluded)} whose pixels cannot be decoded (all in {path})")
+        for sample_id, reason in excluded.head(_EXCLUDED_SHOWN).itertuples(index=False):
+            print(f"  {sample_id}: {reason}")
+        if len(excluded) > _EXCLUDED_SHOWN:
+            print(f"  ... {len(excluded) - _EXCLUDED_SHOWN} more")
+        needed = [(self.domains.source, "train")]
+        needed += [(d, "val") for d in self.val_domains] + [(d, "test") for d in self.test_domains]
+        for domain, split in needed:
+            if not self._has_both_classes(domain, split):
+                counts = _label_counts(self.frame(domain, split))
+                raise ShiftlabError(
+                    f"domain {domain!r} split {split!r} has {counts} samples once the "
+                    f"{len(excluded)} that cannot be decoded are left out (listed in {path}); "
+                    "training and AUROC need both classes."
+                )
+        self.training = self._training_set()
 
     def _rows(self, frame: pd.DataFrame) -> np.ndarray:
         return self.manifest.index.get_indexer(frame.index)

@@ -38,6 +38,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from scipy.ndimage import gaussian_filter, map_coordinates
 
 from shiftlab.data.image_files import image_format, read_image_slices
+from shiftlab.data.multiframe import is_multiframe, split_frames
 from shiftlab.errors import ShiftlabError
 
 INTENSITY_METHODS = ("zscore", "percentile")
@@ -55,7 +56,8 @@ class Preprocessor(Protocol):
 
 def read_slices(files: Sequence[Path]) -> list[Dataset]:
     """Read and decode every file of a sample, naming the file that fails. A NIfTI or PNG file
-    gives its slices as Datasets (``shiftlab.data.image_files``)."""
+    gives its slices as Datasets (``shiftlab.data.image_files``), and so does a multi-frame
+    DICOM file, one per frame (``shiftlab.data.multiframe``)."""
     slices = []
     for path in files:
         if image_format(path) != "dicom":  # NIfTI or PNG: one file, every slice
@@ -64,9 +66,10 @@ def read_slices(files: Sequence[Path]) -> list[Dataset]:
         try:
             ds = pydicom.dcmread(path)
             _ = ds.pixel_array  # decode now, so that a failure names this file
+            frames = split_frames(ds) if is_multiframe(ds) else [ds]
         except Exception as error:  # any decoder or file error: say which file, then stop
             raise ShiftlabError(f"cannot decode pixels of {path}: {error}") from error
-        slices.append(ds)
+        slices.extend(frames)
     return slices
 
 
