@@ -4,8 +4,9 @@ Run directories are named by the hash (not by timestamps), so two launches of th
 find each other's runs, on any machine. Where files live (``paths``, shown as ``<data_dir>`` …
 wherever they are interpolated), how the run is logged (``logger``) or launched (``launcher``),
 what the trainer only displays (``DISPLAY_ONLY``) and Hydra's own settings do not change a result
-and are left out. The same masked settings are what reaches W&B, so no local path (which may hold
-a patient folder name) leaves the machine.
+and are left out. The same settings are what reaches W&B, where every other value that is a local
+path, or text that holds one, is masked too (``shiftlab.local_paths``): a folder name can be a
+PatientID.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import ShiftlabError, exit_on_user_error, instantiate
 from shiftlab.failure import FiniteLoss, check_finite_metrics, failure_record
 from shiftlab.gpu_slots import pin_gpu
+from shiftlab.local_paths import mask_local_paths
 from shiftlab.models.classifier import ShiftClassifier
 from shiftlab.provenance import provenance, trained_by
 from shiftlab.record import FAILURE, RunRecord, check_writable
@@ -221,7 +222,8 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
     failed = True
     try:
         logger = instantiate(cfg.logger, save_dir=str(run_dir))
-        # What reaches the logger (and W&B): settings with paths masked, never patient data.
+        # What reaches the logger: settings with the data locations masked, never patient data;
+        # W&B's logger masks every other local path by what it is (shiftlab/wandb_logger.py).
         logger.log_hyperparams(settings(cfg))
         callbacks = [checkpoint, last, first_step, FiniteLoss(), StepSeed(cfg.seed)]
         trainer = build_trainer(cfg, run_dir, logger, callbacks)
@@ -274,7 +276,7 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
             record.write_table("injected.csv", datamodule.injection_table())
         record.write_metrics(result)
         if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(_wandb_summary(result))
+            logger.experiment.summary.update(mask_local_paths(_wandb_summary(result)))
         record.finish()
         failed = False
     except BaseException as error:

@@ -102,7 +102,7 @@ def test_wandb_logger_groups_by_scenario(tmp_path: Path, monkeypatch: pytest.Mon
         "seed=7",
     )
     logger = OmegaConf.to_container(cfg.logger, resolve=True)
-    assert logger["_target_"] == "lightning.pytorch.loggers.WandbLogger"
+    assert logger["_target_"] == "shiftlab.wandb_logger.MaskedWandbLogger"
     assert logger["group"] == "mri_breast/siemens->ge"
     assert logger["name"] == "mrnet2d-seed7"
     assert set(logger["tags"]) >= {

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +58,59 @@ def test_failed_training_still_finishes_the_run(small_set: SyntheticSet, tmp_pat
     assert wandb.run is None, "a failed run left W&B open"
     assert not (run_dir / "done").exists()
     assert not (run_dir / "metrics.json").exists()
+
+
+# A folder named as TCIA names a patient's: it must not reach W&B in any form.
+PLANTED = "Breast_MRI_042_John_Doe"
+
+
+def test_no_local_path_and_no_command_line_reach_wandb(
+    small_set: SyntheticSet, tmp_path: Path
+) -> None:
+    """The planted folder name is given on the command line in each way a path reaches a run:
+    the data folder, the DICOM folder (relative to the working directory), the manifest folder,
+    a table's path under a key shiftlab does not know (masking goes by what a value is), and text
+    that interpolates a path (a preset's ``download``). Every file W&B writes is searched."""
+    site = tmp_path / PLANTED
+    site.mkdir()
+    (site / "dicom").symlink_to(small_set.dicom_root, target_is_directory=True)
+    (site / "manifest").symlink_to(small_set.manifest_dir, target_is_directory=True)
+    out = tmp_path / "out"
+    overrides = [
+        *small_set.overrides,
+        "logger=wandb",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        f"paths.data_dir='{tmp_path / (PLANTED + '_data')}'",
+        f"paths.cache_dir='{small_set.data_dir / 'cache'}'",
+        f"paths.output_dir='{out}'",
+        f"dataset.root='{site}'",
+        f"dataset.dicom_root={PLANTED}/dicom",
+        f"dataset.manifest_dir='{site / 'manifest'}'",
+        f"+dataset.user_manifest='{site / 'samples.csv'}'",
+        "dataset.download='Expected:  ${dataset.dicom_root}/<PatientID>/<study>/<series>/1-01.dcm'",
+    ]
+    trained = subprocess.run(
+        [sys.executable, "-m", "shiftlab.train", *overrides],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    [run] = out.rglob("offline-run-*")
+    files = [path for path in run.rglob("*") if path.is_file()]
+    [log] = run.glob("run-*.wandb")
+    logged = log.read_bytes()
+    # W&B did receive the settings, the scenario as the group and the download text's words.
+    assert b"shiftlab.data.datamodule.ShiftDataModule" in logged
+    assert b"synthetic_mri/ge->siemens" in logged
+    assert b"/<PatientID>/<study>/<series>/1-01.dcm" in logged
+    assert {p.name for p in files} >= {log.name, "debug.log", "debug-internal.log"}
+    for path in files:
+        data = path.read_bytes()
+        for needle in (PLANTED, PLANTED.lower(), "John_Doe", "trainer.max_epochs=1"):
+            assert needle.encode() not in data, (path.relative_to(run), needle)
+            assert needle.encode("utf-16-le") not in data, (path.relative_to(run), needle)
+    assert b"Expected:  <local path>/<PatientID>/<study>/<series>/1-01.dcm" in logged

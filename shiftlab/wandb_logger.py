@@ -1,0 +1,50 @@
+"""The W&B logger of ``logger=wandb``: Lightning's WandbLogger that sends nothing of this machine.
+
+W&B records by default the command line (``sys.argv``: every override, data folders included),
+the program, the Python executable, the working directory, the host, the git remote (which can
+be a local path) and the code. Here these are off whatever the config says (``PRIVATE``), and
+every value that reaches W&B through the logger (the run config, its name, group, tags and notes)
+has its local paths masked by what it is (``shiftlab.local_paths``). The W&B folder itself stays
+in the run directory; its ``debug.log`` names that folder, which is where it is written.
+"""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from collections.abc import Mapping
+from typing import Any
+
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from shiftlab.local_paths import mask_local_paths, mask_text
+
+# wandb.Settings that keep the machine out of the run (wandb 0.19-0.31 spell them this way):
+# no system metadata (argv, program, executable, cwd, host), no git state, no code.
+PRIVATE = {
+    "x_disable_meta": True,
+    "disable_git": True,
+    "disable_code": True,
+}
+_TEXT_ARGUMENTS = ("name", "group", "notes", "job_type")
+
+
+class MaskedWandbLogger(WandbLogger):
+    """WandbLogger with ``PRIVATE`` settings and local paths masked in all it sends."""
+
+    def __init__(self, *, settings: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        for key in _TEXT_ARGUMENTS:
+            if isinstance(kwargs.get(key), str):
+                kwargs[key] = mask_text(kwargs[key])
+        if kwargs.get("tags"):
+            kwargs["tags"] = [mask_text(str(tag)) for tag in kwargs["tags"]]
+        if kwargs.get("config"):
+            kwargs["config"] = mask_local_paths(dict(kwargs["config"]))
+        kwargs["save_code"] = False  # wandb.init's own argument would override the setting
+        super().__init__(settings={**(settings or {}), **PRIVATE}, **kwargs)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace) -> None:
+        if isinstance(params, Namespace):
+            params = vars(params)
+        super().log_hyperparams(mask_local_paths(dict(params)))
