@@ -9,6 +9,7 @@ from shiftlab import __version__
 COMMANDS = {
     "shiftlab.train": "train and test one run (Hydra overrides; -m for a multirun)",
     "shiftlab.ingest": "scan a dataset and write its manifest",
+    "shiftlab.evaluate": "test a trained run on another dataset or site",
     "shiftlab.synth": "write the synthetic sets as DICOM",
     "shiftlab.grid": "a grid's status, dry run, or SLURM script",
     "shiftlab.report": "tables and figures from run records",
