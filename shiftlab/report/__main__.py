@@ -98,9 +98,9 @@ def main(argv: Sequence[str] | None = None) -> Report | None:
             out = args.out or output_dir / "reports" / name
             origin = " ".join(overrides)
         report = build(runs, out, origin, options, root=root)
-        print()
-        print(report.tables["scenarios"].markdown())
-        print(report.tables["modality"].markdown())
+        for table in report.tables.values():  # an ablation grid has no Table 1 or 2 (see notes)
+            print()
+            print(table.markdown())
         for note in report.notes:
             print(f"note: {note}")
         print(f"report: {out}/report.md ({len(report.files)} files: tables/, figures/)")

@@ -33,6 +33,7 @@ from shiftlab.report.tables import (
 
 STATUSES = ("used", "unusable", "duplicate", "incomplete", "running", "missing")
 ABLATIONS = ("injection", "noise")
+UNCHANGED = "the ablation's runs at fraction 0 or alpha 0, which inject and add nothing"
 LISTED = 20  # runs left out that the notes name one by one (runs.csv lists them all)
 
 
@@ -147,6 +148,23 @@ def _characterise(
     return pd.DataFrame(rows), histograms
 
 
+def _no_baseline_note(summaries: pd.DataFrame) -> str:
+    """Why Tables 1 and 2 are left out, and which rows of the ablation tables stand in for them
+    (no target data injected, no noise added: the settings of a run without an ablation)."""
+    present = [a for a in ABLATIONS if (summaries["shift_name"] == a).any()]
+    zero = {"injection": ("fraction", "Table 3"), "noise": ("alpha", "Table 4")}
+    baselines = [
+        f"{zero[a][1]}'s rows at {zero[a][0]} 0"
+        for a in present
+        if ((summaries["shift_name"] == a) & (summaries[zero[a][0]] == 0)).any()
+    ]
+    return f"No Table 1 or 2: every run is an ablation ({', '.join(present)}), none has " + (
+        f"shift=none; the cross-vendor ΔAUC without the ablation is in {' and '.join(baselines)}."
+        if baselines
+        else "shift=none."
+    )
+
+
 def build(
     runs: Sequence[Run],
     out: Path,
@@ -189,16 +207,26 @@ def build(
     if options.characterise:
         separability, histograms = _characterise(groups, options, notes)
 
-    tables = {"scenarios": scenario_table(plain, options.n_boot, separability, conflicting)}
-    scenario_rows = tables["scenarios"].raw
-    baseline = scenario_rows[(scenario_rows["shift_name"] == "none") & ~scenario_rows["conflict"]]
-    tables["modality"] = modality_table(baseline)
+    scenarios = scenario_table(plain, options.n_boot, separability, conflicting)
+    scenario_rows = scenarios.raw
+    tables: dict[str, Table] = {}
+    if scenario_rows.empty:  # an ablation grid: Tables 1 and 2 would be empty
+        notes.insert(0, _no_baseline_note(summaries))
+    else:
+        baseline = scenario_rows[
+            (scenario_rows["shift_name"] == "none") & ~scenario_rows["conflict"]
+        ]
+        tables["scenarios"] = scenarios
+        tables["modality"] = modality_table(baseline)
     if (summaries["shift_name"] == "injection").any():
         tables["injection"] = injection_table(summaries, conflicting)
     if (summaries["shift_name"] == "noise").any():
         tables["noise"] = noise_table(summaries, conflicting)
-    if not separability.empty:
+    if not separability.empty and not scenario_rows.empty:
         tables["shift"] = shift_table(separability, scenario_rows)
+    elif not separability.empty:  # an ablation grid: its runs at setting 0 change nothing
+        unchanged = summaries[(summaries["fraction"] == 0) | (summaries["alpha"] == 0)]
+        tables["shift"] = shift_table(separability, unchanged, UNCHANGED)
     external = external_table(groups, notes, lambda path: _relative(path, root))
     if external is not None:  # runs tested on another dataset (python -m shiftlab.evaluate)
         tables["external"] = external
@@ -249,8 +277,8 @@ def _draw(
     folder: Path, tables: dict[str, Table], seeds: pd.DataFrame, histograms: list[dict[str, Any]]
 ) -> list[Path]:
     drawn = []
-    scenarios = tables["scenarios"].raw
-    if not scenarios.empty:
+    if "scenarios" in tables:
+        scenarios = tables["scenarios"].raw
         drawn.append(figures.delta_auc(scenarios, seeds, folder / "delta_auc.png"))
         if "separability_auroc" in scenarios and scenarios["separability_auroc"].notna().any():
             drawn.append(figures.separability_vs_delta(scenarios, folder / "separability.png"))

@@ -1,14 +1,22 @@
 """The report's figures, as PNG files (matplotlib's object interface: no pyplot state, no display
-needed)."""
+needed).
+
+Each figure is drawn by a ``*_figure`` function that returns it (what the tests measure) and saved
+by the function of the same name without the suffix. Legends sit outside the axes, so they never
+hide a data point; point labels are stacked beside the plot with leader lines, so they never
+cover each other. Constrained layout makes room for both inside the figure.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from shiftlab.report.tables import STUDY_DELTA
@@ -16,6 +24,8 @@ from shiftlab.report.tables import STUDY_DELTA
 DPI = 150
 COLOURS = {"MRI": "#1f77b4", "X-ray": "#ff7f0e", "CT": "#2ca02c"}
 OTHER = "#7f7f7f"
+LABEL_SIZE = 6.5  # points: the separability figure's point labels
+LINE_SPACING = 1.5  # label pitch in font sizes: room for a line and a little air
 
 
 def _save(figure: Figure, path: Path) -> Path:
@@ -26,12 +36,17 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def delta_auc(scenarios: pd.DataFrame, seeds: pd.DataFrame, path: Path) -> Path:
+def _legend_beside(ax: Axes, fontsize: float) -> None:
+    """The axes' legend to their right, outside the data (constrained layout keeps it in)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=fontsize)
+
+
+def delta_auc_figure(scenarios: pd.DataFrame, seeds: pd.DataFrame) -> Figure:
     """ΔAUC per scenario with its bootstrap CI and the per-seed values, grouped by modality, with
     the study's mean ΔAUC of each modality as a dashed line."""
     rows = scenarios.reset_index(drop=True)
     height = 1.2 + 0.38 * max(len(rows), 1)
-    figure = Figure(figsize=(7.5, height))
+    figure = Figure(figsize=(7.5, height), layout="constrained")
     ax = figure.add_subplot()
     y = np.arange(len(rows))[::-1]
     for position, r in zip(y, rows.itertuples(), strict=True):
@@ -69,11 +84,16 @@ def delta_auc(scenarios: pd.DataFrame, seeds: pd.DataFrame, path: Path) -> Path:
         "Cross-vendor change in AUROC per scenario (dashed: the study's modality mean)", fontsize=9
     )
     ax.grid(axis="x", alpha=0.3)
-    return _save(figure, path)
+    return figure
+
+
+def delta_auc(scenarios: pd.DataFrame, seeds: pd.DataFrame, path: Path) -> Path:
+    return _save(delta_auc_figure(scenarios, seeds), path)
 
 
 def _panels(count: int) -> tuple[int, int]:
-    columns = min(3, max(count, 1))
+    """Rows and columns of panels: two abreast at most, as each has its legend beside it."""
+    columns = min(2, max(count, 1))
     return math.ceil(max(count, 1) / columns), columns
 
 
@@ -82,13 +102,13 @@ def _curves(
     setting: str,
     label: str,
     title: str,
-    path: Path,
     both_domains: bool,
     log_setting: bool = False,
-) -> Path:
+) -> Figure:
     datasets = list(dict.fromkeys(frame["dataset"]))  # the table's order: by modality
     rows, columns = _panels(len(datasets))
-    figure = Figure(figsize=(4.2 * columns, 3.2 * rows))
+    # Each panel is about 4.5 inches of plot and 2 more for its legend beside it.
+    figure = Figure(figsize=(6.5 * columns, 3.4 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, dataset in zip(axes, datasets, strict=False):
         part = frame[frame["dataset"] == dataset]
@@ -131,40 +151,45 @@ def _curves(
         ax.set_xlabel(label)
         ax.set_ylabel("test AUROC (mean ± SD over seeds)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        _legend_beside(ax, fontsize=6)
     for ax in axes[len(datasets) :]:
         ax.set_visible(False)
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    return _save(figure, path)
+    return figure
 
 
-def injection_curves(injection: pd.DataFrame, path: Path) -> Path:
+def injection_figure(injection: pd.DataFrame) -> Figure:
     return _curves(
         injection,
         "fraction",
         "fraction of the training set from the target domain",
         "Target injection: AUROC against the injected fraction",
-        path,
         both_domains=True,
     )
 
 
-def noise_curves(noise: pd.DataFrame, path: Path) -> Path:
+def injection_curves(injection: pd.DataFrame, path: Path) -> Path:
+    return _save(injection_figure(injection), path)
+
+
+def noise_figure(noise: pd.DataFrame) -> Figure:
     return _curves(
         noise,
         "alpha",
         "noise strength alpha",
         "Noise on training images: AUROC on both domains against alpha",
-        path,
         both_domains=True,
         log_setting=True,
     )
 
 
-def intensity_histograms(histograms: dict[str, Any], path: Path) -> Path:
+def noise_curves(noise: pd.DataFrame, path: Path) -> Path:
+    return _save(noise_figure(noise), path)
+
+
+def intensity_figure(histograms: dict[str, Any]) -> Figure:
     """Pixel-value density of each vendor after preprocessing: the shift the networks see."""
-    figure = Figure(figsize=(6.0, 3.6))
+    figure = Figure(figsize=(7.5, 3.6), layout="constrained")
     ax = figure.add_subplot()
     edges = histograms["edges"]
     centres = (edges[:-1] + edges[1:]) / 2
@@ -178,16 +203,56 @@ def intensity_histograms(histograms: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel(f"preprocessed intensity ({histograms['preprocess']})")
     ax.set_ylabel("density")
     ax.set_title(f"{histograms['dataset']}: intensities per vendor", fontsize=10)
-    ax.legend(fontsize=8)
+    _legend_beside(ax, fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(figure, path)
+    return figure
 
 
-def separability_vs_delta(scenarios: pd.DataFrame, path: Path) -> Path:
-    """ΔAUC of each scenario against the vendor separability of its two domains."""
-    figure = Figure(figsize=(5.5, 4.0))
+def intensity_histograms(histograms: dict[str, Any], path: Path) -> Path:
+    return _save(intensity_figure(histograms), path)
+
+
+def spread(wanted: Sequence[float], gap: float, low: float, high: float) -> list[float]:
+    """Positions for labels that want to sit at ``wanted``: in the same order, at least ``gap``
+    apart, within [low, high] where they fit, each as near its wish as its neighbours allow.
+
+    Labels are taken from the top down; one that would come within ``gap`` of the stack above
+    joins it, and each stack is centred on its members' wishes (then moved inside the range).
+    """
+    order = sorted(range(len(wanted)), key=lambda i: wanted[i], reverse=True)
+    stacks: list[list[int]] = []
+    tops: list[float] = []
+
+    def top_of(members: list[int]) -> float:
+        centred = float(np.mean([wanted[i] for i in members])) + gap * (len(members) - 1) / 2
+        return max(min(centred, high), low + gap * (len(members) - 1))
+
+    for index in order:
+        stacks.append([index])
+        tops.append(top_of([index]))
+        while len(stacks) > 1 and tops[-2] - gap * len(stacks[-2]) < tops[-1]:
+            joining = stacks.pop()
+            tops.pop()
+            stacks[-1] += joining
+            tops[-1] = top_of(stacks[-1])
+    positions = [0.0] * len(wanted)
+    for members, top in zip(stacks, tops, strict=True):
+        for rank, index in enumerate(members):
+            positions[index] = top - rank * gap
+    return positions
+
+
+def separability_figure(scenarios: pd.DataFrame) -> Figure:
+    """ΔAUC of each scenario against the vendor separability of its two domains.
+
+    Scenarios of one dataset share their separability, and synthetic or strongly shifted sets
+    all sit near 1.0: their labels stand in a column right of the plot, spread apart in the
+    order of their points and joined to them by leader lines.
+    """
+    rows = scenarios.dropna(subset=["separability_auroc"]).reset_index(drop=True)
+    pitch = LABEL_SIZE * LINE_SPACING / 72  # inches per label
+    figure = Figure(figsize=(7.5, max(4.0, 2.0 + pitch * len(rows))), layout="constrained")
     ax = figure.add_subplot()
-    rows = scenarios.dropna(subset=["separability_auroc"])
     for r in rows.itertuples():
         colour = COLOURS.get(r.modality, OTHER)
         low, high = r.delta_ci_low, r.delta_ci_high
@@ -201,13 +266,6 @@ def separability_vs_delta(scenarios: pd.DataFrame, path: Path) -> Path:
             s=30,
             zorder=3,
         )
-        ax.annotate(
-            f"{r.dataset} {r.source}→{r.target}",
-            (r.separability_auroc, r.delta_auroc_mean),
-            fontsize=6,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
     for modality, colour in COLOURS.items():
         ax.scatter([], [], color=colour, label=modality)
     ax.axhline(0.0, color="black", lw=0.8)
@@ -215,6 +273,45 @@ def separability_vs_delta(scenarios: pd.DataFrame, path: Path) -> Path:
     ax.set_xlabel("vendor separability (domain classifier AUROC)")
     ax.set_ylabel("ΔAUC (mean over seeds, 95% CI)")
     ax.set_title("Is a larger measurable shift a larger drop?", fontsize=10)
-    ax.legend(fontsize=7)
+    figure.legend(loc="outside lower center", ncols=len(COLOURS), fontsize=7)
     ax.grid(alpha=0.3)
-    return _save(figure, path)
+    _label_points(figure, ax, rows)
+    return figure
+
+
+def _label_points(figure: Figure, ax: Axes, rows: pd.DataFrame) -> None:
+    """Each point's label right of the axes, at its point's height where there is room."""
+    if rows.empty:
+        return
+    figure.draw_without_rendering()  # the layout and data limits the labels are placed by
+    points = ax.transData.transform(rows[["separability_auroc", "delta_auroc_mean"]].to_numpy())
+    heights = ax.transAxes.inverted().transform(points)[:, 1]
+    gap = LABEL_SIZE * LINE_SPACING * figure.dpi / 72 / ax.bbox.height  # in axes heights
+    # Half a gap of margin: no label reaches above or below the axes, so the layout's height
+    # (and with it the gap) stays what it was measured as.
+    placed = spread(list(heights), gap, gap / 2, 1 - gap / 2)
+    for r, height in zip(rows.itertuples(), placed, strict=True):
+        colour = COLOURS.get(r.modality, OTHER)
+        ax.annotate(
+            f"{r.dataset} {r.source}→{r.target}",
+            (r.separability_auroc, r.delta_auroc_mean),
+            xytext=(1.04, height),
+            textcoords="axes fraction",
+            fontsize=LABEL_SIZE,
+            color=colour,
+            va="center",
+            ha="left",
+            annotation_clip=False,
+            arrowprops={
+                "arrowstyle": "-",
+                "color": colour,
+                "lw": 0.5,
+                "shrinkA": 1,
+                "shrinkB": 3,
+                "relpos": (0.0, 0.5),
+            },
+        )
+
+
+def separability_vs_delta(scenarios: pd.DataFrame, path: Path) -> Path:
+    return _save(separability_figure(scenarios), path)

@@ -385,8 +385,14 @@ def noise_table(summaries: pd.DataFrame, conflicting: set[str] | None = None) ->
     )
 
 
-def shift_table(separability: pd.DataFrame, scenarios: pd.DataFrame) -> Table:
-    """Vendor separability per dataset and domain pair, beside the ΔAUC of both directions."""
+NO_ABLATION = "runs without an ablation"
+
+
+def shift_table(
+    separability: pd.DataFrame, scenarios: pd.DataFrame, beside: str = NO_ABLATION
+) -> Table:
+    """Vendor separability per dataset and domain pair, beside the ΔAUC of both directions from
+    the rows of ``scenarios`` (``beside`` says which rows they are, for the caption)."""
     raw = separability.copy()
     if not raw.empty:
         raw = raw.assign(_rank=raw["modality"].map(_modality_rank))
@@ -426,7 +432,7 @@ def shift_table(separability: pd.DataFrame, scenarios: pd.DataFrame) -> Table:
         "How far apart the two domains' images are: cross-validated AUROC (± SD across the "
         "patient folds) of a logistic regression predicting the domain from intensity statistics "
         "of the preprocessed images (0.5: indistinguishable; 1.0: always told apart), beside "
-        "the mean ΔAUC of each direction (runs without an ablation, of the same settings "
+        f"the mean ΔAUC of each direction ({beside}, of the same settings "
         "group). Samples: images used per domain (all splits, capped)."
     )
     return Table(
