@@ -62,6 +62,7 @@ from shiftlab.manifest import (
     write_manifest,
 )
 from shiftlab.pseudonym import load_or_create_key, pseudonym
+from shiftlab.reader_warnings import reader_warnings
 from shiftlab.settings import CONF_DIR, register_resolvers
 from shiftlab.vendors import UNKNOWN, normalise_vendor
 
@@ -958,6 +959,13 @@ def ensure_twin(dataset: DictConfig) -> None:
 
 
 def run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) -> ManifestInfo:
+    """``_run_ingest``, with the DICOM reader's warnings shown once each, values pseudonymised
+    (``shiftlab.reader_warnings``): a warning can quote a header's UIDs."""
+    with reader_warnings("ingest", key=lambda: load_or_create_key(paths_cfg.pseudonym_key)):
+        return _run_ingest(dataset_cfg, paths_cfg, split_seed)
+
+
+def _run_ingest(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) -> ManifestInfo:
     """Scan, label, pseudonymise, split and write the manifest of one dataset; print a summary.
 
     A dataset with a ``user_manifest`` (a table written by hand) is imported from it instead,

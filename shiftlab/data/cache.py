@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from shiftlab.errors import ShiftlabError, instantiate
 from shiftlab.manifest import PATH_SEPARATOR
+from shiftlab.reader_warnings import attribute_to, reader_warnings
 from shiftlab.record import write_atomic
 
 if TYPE_CHECKING:
@@ -107,7 +108,9 @@ def load_or_build(
     key = cache_key(manifest_sha256, dicom_root, preprocess, fingerprint)
     path = Path(cache_dir) / f"{key}.npy"
     if not path.exists():
-        _build(manifest, Path(dicom_root), build_preprocessor(preprocess), path)
+        # A reader warning quotes header values: shown once per kind, named by sample_id.
+        with reader_warnings("cache build"):
+            _build(manifest, Path(dicom_root), build_preprocessor(preprocess), path)
     arrays = np.load(path, mmap_mode="r")
     if arrays.shape[0] != len(manifest):
         raise RuntimeError(
@@ -195,6 +198,7 @@ def _build(
     try:
         for i in progress:
             sample = samples[i]
+            attribute_to(sample.get("sample_id", f"row {i}"))
             if sample["paths"] != decoded_paths:
                 decoded_paths = sample["paths"]
                 files = [dicom_root / p for p in sample["paths"].split(PATH_SEPARATOR)]
