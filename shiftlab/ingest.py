@@ -64,6 +64,7 @@ from shiftlab.manifest import (
 from shiftlab.pseudonym import load_or_create_key, pseudonym
 from shiftlab.reader_warnings import reader_warnings
 from shiftlab.settings import CONF_DIR, register_resolvers
+from shiftlab.tempfiles import is_temporary
 from shiftlab.vendors import UNKNOWN, normalise_vendor
 
 SKIPPED_NAME = "skipped.csv"
@@ -341,10 +342,12 @@ def _slice_order(slices: list[_Slice]) -> list[_Slice]:
 
 
 def _list_files(dicom_root: Path) -> list[Path]:
+    """Every file under ``dicom_root`` but temporary files (``shiftlab.tempfiles``): a write in
+    progress, or the leftover of a writer killed mid-file, is never data."""
     files = []
     for folder, subfolders, names in os.walk(dicom_root):
         subfolders.sort()
-        files.extend(Path(folder) / name for name in sorted(names))
+        files.extend(Path(folder) / name for name in sorted(names) if not is_temporary(name))
     return files
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,8 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from tqdm import tqdm
 
+from shiftlab.tempfiles import write_via_temporary
+
 
 def seeded_rng(seed: int, *keys: object) -> np.random.Generator:
     """A generator that depends only on the seed and the keys (stable across processes)."""
@@ -22,16 +23,20 @@ def seeded_rng(seed: int, *keys: object) -> np.random.Generator:
 
 
 def write_csv(path: Path, rows: Sequence[dict], fieldnames: Sequence[str]) -> Path:
-    """Write a CSV atomically (a temporary file renamed), creating its folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(fieldnames))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
+    """Write a CSV atomically (``shiftlab.tempfiles``), creating its folder."""
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(fieldnames))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return write_via_temporary(Path(path), write)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (``shiftlab.tempfiles``), creating its folder."""
+    return write_via_temporary(Path(path), lambda temporary: temporary.write_bytes(data))
 
 
 def write_labels_csv(out_dir: Path, rows: Sequence[dict], fieldnames: Sequence[str]) -> Path:

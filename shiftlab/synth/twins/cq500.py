@@ -38,7 +38,6 @@ B1/B2.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import shutil
@@ -49,7 +48,7 @@ import numpy as np
 from pydicom.uid import generate_uid
 from scipy.ndimage import gaussian_filter
 
-from shiftlab.synth.common import SyntheticPatient, seeded_rng
+from shiftlab.synth.common import SyntheticPatient, seeded_rng, write_csv
 from shiftlab.synth.twins.ct_dicom import CTScanner, write_ct_series, write_twin_marker
 
 MATRIX = 64
@@ -314,12 +313,8 @@ def generate(out_dir: str | os.PathLike[str], seed: int = 0) -> Path:
         rows.append(_reads_row(rng, scan.number, scan.votes))
     rng = seeded_rng(seed, "cq500-missing")
     rows.append(_reads_row(rng, MISSING_SCAN, (1, 1, 0)))
-    tmp = out / f"reads.csv.{os.getpid()}.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
-        writer.writeheader()
-        writer.writerows(sorted(rows, key=lambda r: int(r["name"].rsplit("-", 1)[1])))
-    tmp.replace(out / "reads.csv")
+    rows.sort(key=lambda r: int(r["name"].rsplit("-", 1)[1]))
+    write_csv(out / "reads.csv", rows, COLUMNS)
     write_twin_marker(
         out,
         "CQ500 (qure.ai)",

@@ -37,7 +37,13 @@ import numpy as np
 from pydicom.uid import ComputedRadiographyImageStorage, generate_uid
 from scipy.ndimage import gaussian_filter
 
-from shiftlab.synth.common import SyntheticPatient, image_dataset, seeded_rng, set_instance
+from shiftlab.synth.common import (
+    SyntheticPatient,
+    image_dataset,
+    seeded_rng,
+    set_instance,
+    write_bytes_atomic,
+)
 from shiftlab.synth.dicom_writer import write_dicom_atomic
 from shiftlab.synth.twins.ct_dicom import CTScanner, write_ct_series, write_twin_marker
 
@@ -332,13 +338,6 @@ def _idri_xml(study_uid: str, series_uid: str) -> bytes:
     return ET.tostring(root, encoding="UTF-8", xml_declaration=True)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def _write_radiograph(case: Path, patient: TwinPatient, seed: int) -> tuple[str, str]:
     """A small CR study beside the CT, as many LIDC-IDRI patients have one."""
     settings = [str(seed), patient.patient_id, "cxr"]
@@ -359,7 +358,7 @@ def _write_radiograph(case: Path, patient: TwinPatient, seed: int) -> tuple[str,
     ds.PixelData = pixels.tobytes()
     folder = case / f"01-01-2000-NA-NA-{cr.study_uid[-5:]}" / f"1.000000-NA-{cr.series_uid[-5:]}"
     write_dicom_atomic(ds, folder / "1-1.dcm")
-    _write_atomic(folder / "071.xml", _idri_xml(cr.study_uid, cr.series_uid))
+    write_bytes_atomic(folder / "071.xml", _idri_xml(cr.study_uid, cr.series_uid))
     return cr.study_uid, cr.series_uid
 
 
@@ -408,9 +407,9 @@ def generate(out_dir: str | os.PathLike[str], seed: int = 0) -> Path:
         slice_z = np.round(patient.origin[2] + thickness * np.arange(n_slices), 3)
         xml = _reads_xml(rng, patient, series.study_uid, series.series_uid, slice_z, sop_uids)
         name = f"{100 + patient.number:03d}.xml"
-        _write_atomic(folder / name, xml)
+        write_bytes_atomic(folder / name, xml)
         group = XML_GROUPS[(patient.number - 1) // 6 % len(XML_GROUPS)]
-        _write_atomic(out / "LIDC-XML-only" / "tcia-lidc-xml" / group / name, xml)
+        write_bytes_atomic(out / "LIDC-XML-only" / "tcia-lidc-xml" / group / name, xml)
         if patient.number == 1:
             _write_radiograph(case, patient, seed)
     write_twin_marker(

@@ -51,10 +51,11 @@ import pandas as pd
 import SimpleITK as sitk
 
 from shiftlab.recipes.padchest import TABLE_NAME
-from shiftlab.synth.common import seeded_rng
+from shiftlab.synth.common import seeded_rng, write_bytes_atomic
 from shiftlab.synth.severity import interpolate_vendors
 from shiftlab.synth.xray import VENDORS as XRAY_VENDORS
 from shiftlab.synth.xray import render_radiograph, tone_curve
+from shiftlab.tempfiles import write_via_temporary
 
 RELEASE = Path("BIMCV-PadChest-FULL")
 TWIN_MARKER = "TWIN.txt"
@@ -228,10 +229,9 @@ def _row(study: Study, image_id: str, projection: str, bits: int, size: int, rng
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.png")
-    sitk.WriteImage(sitk.GetImageFromArray(pixels), str(tmp))
-    os.replace(tmp, path)
+    image = sitk.GetImageFromArray(pixels)
+    # SimpleITK picks the format by the extension: the temporary name keeps ".png" last.
+    write_via_temporary(path, lambda tmp: sitk.WriteImage(image, str(tmp)), extension=".png")
 
 
 def _write_table(path: Path, rows: list[dict], seed: int) -> None:
@@ -243,9 +243,7 @@ def _write_table(path: Path, rows: list[dict], seed: int) -> None:
     # mtime 0 and no file name: the same rows give the same bytes.
     with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as stream:
         stream.write(text.encode())
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def generate(out_dir: str | os.PathLike[str], seed: int = 0) -> Path:
