@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: help install synth train calibrate bench bench-step bench-startup bench-grid bench-memory \
-	bench-loader study-hours report test test-slow lint clean
+	bench-loader study-hours report test test-slow test-slurm lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -59,6 +59,14 @@ test: $(STAMP)  ## the test suite (slow tests excluded)
 
 test-slow: $(STAMP)  ## only the slow tests
 	WANDB_MODE=offline $(BIN)/python -m pytest -q -m slow
+
+# Root on Debian/Ubuntu: installs slurm-wlm, slurmdbd, munge and mariadb-server (apt) and starts
+# a one-node cluster on this machine (.ci/slurm/start-cluster.sh, idempotent), then the tests
+# marked slurm: the smoke grid through launcher=slurm with a requeue, the sbatch script, and
+# failures (about 5 minutes on 2 CPUs).
+test-slurm: $(STAMP)  ## a one-node SLURM cluster here (root, apt), then the SLURM tests
+	.ci/slurm/start-cluster.sh
+	WANDB_MODE=offline $(BIN)/python -m pytest -q -m slurm tests/test_slurm.py
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check shiftlab tests benchmarks

@@ -2,7 +2,7 @@
 
     python -m shiftlab.grid status experiment=paper_grid     # done / running / incomplete / missing
     python -m shiftlab.grid dry-run experiment=paper_grid    # the runs a multirun would start
-    python -m shiftlab.grid sbatch experiment=paper_grid launcher=slurm   # the SLURM script
+    python -m shiftlab.grid sbatch experiment=paper_grid launcher=slurm   # a SLURM array script
 
 A grid is a Hydra multirun (``python -m shiftlab.train experiment=paper_grid``). Its run
 directories are named by the settings hash, so a relaunch finds the runs of earlier launches:
@@ -10,7 +10,8 @@ directories are named by the settings hash, so a relaunch finds the runs of earl
 that are done or held by a live process, and hands the rest to the launcher; an incomplete run
 resumes from its last checkpoint (``shiftlab.train``). The same planning, without launching, is
 what ``status`` and ``dry-run`` print. Run states and the lock of a run in flight are
-``shiftlab.runs``; one GPU per worker is ``shiftlab.gpu_slots``.
+``shiftlab.runs``; one GPU per worker is ``shiftlab.gpu_slots``; the SLURM launcher and script
+are ``shiftlab.slurm_launcher``, checked against the cluster by ``shiftlab.slurm``.
 """
 
 from __future__ import annotations
@@ -46,8 +47,17 @@ Plugins.instance()
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: E402
 
 from shiftlab.gpu_slots import NO_GPU  # noqa: E402
-from shiftlab.runs import STATES, describe, failures, lock_holder, run_state  # noqa: E402
+from shiftlab.runs import (  # noqa: E402
+    STATES,
+    describe,
+    failures,
+    lock_holder,
+    run_state,
+    slurm_job,
+)
 from shiftlab.settings import CONF_DIR  # noqa: E402
+from shiftlab.slurm import answers, check_launcher  # noqa: E402
+from shiftlab.slurm_launcher import SlurmLauncher, sbatch_script, task_arguments  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +107,20 @@ def prepare_data(jobs: Sequence[Job]) -> None:
             ensure_manifest(job.config)
 
 
+# Shown in the counts only when some run is in that state (SLURM's queue).
+WHEN_PRESENT = ("requeued", "queued")
+
+
 def counts(jobs: Sequence[Job]) -> str:
     found = Counter(job.state for job in jobs)
-    return ", ".join(f"{found[state]} {state}" for state in STATES)
+    shown = [state for state in STATES if found[state] or state not in WHEN_PRESENT]
+    return ", ".join(f"{found[state]} {state}" for state in shown)
+
+
+def waiting(job: Job) -> str:
+    """Why a requeued or queued run is not started again: its SLURM job waits in the queue."""
+    again = ", to resume from its last checkpoint" if job.state == "requeued" else ""
+    return f"SLURM job {slurm_job(job.run_dir)} waits in the queue{again}"
 
 
 def to_start(jobs: Sequence[Job]) -> list[Job]:
@@ -129,10 +150,11 @@ class ResumableSweeper(BasicSweeper):
         log.info(f"{len(planned)} runs: {counts(planned)}; starting {len(starting)}")
         for job in planned:
             if job.state == "running":
-                log.info(
-                    f"\trunning elsewhere ({describe(lock_holder(job.run_dir) or {})}): "
-                    f"{job.describe()}"
-                )
+                holder = lock_holder(job.run_dir)
+                where = describe(holder) if holder else f"SLURM job {slurm_job(job.run_dir)}"
+                log.info(f"\trunning elsewhere ({where}): {job.describe()}")
+            elif job.state in WHEN_PRESENT:
+                log.info(f"\t{job.state} ({waiting(job)}): {job.describe()}")
         self.started = [job.run_dir for job in starting]
         if not starting:
             return []
@@ -140,9 +162,14 @@ class ResumableSweeper(BasicSweeper):
             launcher = self.config.get("launcher", {})
             if launcher.get("name") == "local_gpus" and int(launcher.gpus) < 1:
                 raise ShiftlabError(NO_GPU)
+            if launcher.get("name") == "slurm":
+                # Sizes no node can hold: sbatch refuses them, or the tasks pend for good.
+                check_launcher(OmegaConf.to_container(self.config.hydra.launcher, resolve=True))
             prepare_data(starting)
         except ShiftlabError as error:
             raise GridError(f"error: {error}") from None
+        if isinstance(self.launcher, SlurmLauncher):
+            self.launcher.run_dirs = {job.overrides: job.run_dir for job in starting}
         todo = [list(job.overrides) for job in starting]
         return list(BasicSweeper.split_overrides_to_chunks(todo, max_batch_size))
 
@@ -152,6 +179,8 @@ class ResumableSweeper(BasicSweeper):
         since, self.started = time.time(), []
         try:
             return super().sweep(arguments)
+        except ShiftlabError as error:  # from the launcher (SLURM refused the array)
+            raise GridError(f"error: {error}") from None
         finally:
             failed = failures(self.started, since)
             if failed:
@@ -162,22 +191,25 @@ class ResumableSweeper(BasicSweeper):
                 )
 
 
-def _publish_sweeper() -> None:
-    """Make ``hydra_plugins.shiftlab.ResumableSweeper`` importable and known to Hydra.
+def _publish_plugins() -> None:
+    """Make ``hydra_plugins.shiftlab.ResumableSweeper`` and ``.SlurmLauncher`` importable and
+    known to Hydra.
 
-    Hydra instantiates sweepers only from its plugin namespace (``hydra_plugins.*``, checked in
-    hydra.core.plugins). Rather than ship a second top-level package, shiftlab publishes its
-    sweeper there as a module of its own when shiftlab.train or this module is imported.
+    Hydra instantiates sweepers and launchers only from its plugin namespace
+    (``hydra_plugins.*``, checked in hydra.core.plugins). Rather than ship a second top-level
+    package, shiftlab publishes them there as a module of its own when shiftlab.train or this
+    module is imported.
     """
     name = "hydra_plugins.shiftlab"
-    module = sys.modules.get(name) or types.ModuleType(name, "shiftlab's Hydra sweeper")
-    ResumableSweeper.__module__ = name
-    module.ResumableSweeper = ResumableSweeper
-    sys.modules[name] = module
-    Plugins.instance().register(ResumableSweeper)
+    module = sys.modules.get(name) or types.ModuleType(name, "shiftlab's Hydra plugins")
+    for plugin in (ResumableSweeper, SlurmLauncher):
+        plugin.__module__ = name
+        setattr(module, plugin.__name__, plugin)
+        sys.modules[name] = module
+        Plugins.instance().register(plugin)
 
 
-_publish_sweeper()
+_publish_plugins()
 
 
 # --- the command line -------------------------------------------------------------------------
@@ -237,6 +269,7 @@ def status(overrides: Sequence[str], show_all: bool = False) -> list[Job]:
     for job in jobs:
         if show_all or job.state != "done":
             why = f"  (failed: {failed[job.run_dir]})" if job.run_dir in failed else ""
+            why = f"  ({waiting(job)})" if job.state in WHEN_PRESENT else why
             print(f"{job.state:<11} {job.describe()}  {_relative(job.run_dir)}{why}")
     print(f"{_title(master, overrides)}: {len(jobs)} runs: {counts(jobs)}")
     return jobs
@@ -251,38 +284,63 @@ def dry_run(overrides: Sequence[str]) -> list[Job]:
     return starting
 
 
-def sbatch_script(overrides: Sequence[str]) -> str:
-    """The sbatch file hydra-submitit-launcher would submit for the runs to start.
+def write_sbatch(overrides: Sequence[str], output: str | None = None) -> Path:
+    """Write the sbatch script of the grid's runs that are not done (``shiftlab.slurm_launcher``).
 
-    Rendered with submitit's own template and parameter names, so it needs no cluster.
+    As a launch would: every dataset is prepared first, and the task sizes are checked against
+    the partition when this machine can ask SLURM (sinfo). Returns the script's path.
     """
-    from submitit.slurm import slurm
-
     master, jobs = grid(overrides)
     if master.get("launcher", {}).get("name") != "slurm":
         raise ShiftlabError("the sbatch script is for launcher=slurm; add it to the overrides.")
     starting = to_start(jobs)
     if not starting:
         raise ShiftlabError(f"nothing to submit: {counts(jobs)}")
-    params = OmegaConf.to_container(master.hydra.launcher, resolve=True)
-    folder = params.pop("submitit_folder")
-    rename = slurm.SlurmExecutor._equivalence_dict()
-    skip = {"_target_", "max_num_timeout"}
-    options = {rename.get(k, k): v for k, v in params.items() if k not in skip and v is not None}
-    if "mem" in options:
-        options["mem"] = slurm._convert_mem(options["mem"])
-    command = " ".join(
-        [shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(folder)]
+    launcher = OmegaConf.to_container(master.hydra.launcher, resolve=True)
+    if answers():
+        check_launcher(launcher)
+    else:
+        print("sinfo does not answer here: task sizes not checked against a partition")
+    _check_task_run_dir(starting[0])
+    prepare_data(starting)
+    sweep_dir = Path(str(master.hydra.sweep.dir))
+    log_dir = sweep_dir / ".slurm"
+    name = _name(master)
+    script = sbatch_script(
+        launcher, [(job.overrides, job.run_dir) for job in starting], log_dir, name
     )
-    return slurm._make_sbatch_string(
-        command=command, folder=folder, map_count=len(starting), **options
-    )
+    path = Path(output) if output else sweep_dir / f"{name}.sbatch"
+    log_dir.mkdir(parents=True, exist_ok=True)  # SLURM does not create the log's folder
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(script)
+    print(f"{_title(master, overrides)}: {len(starting)} runs ({counts(jobs)}) in {path}")
+    print(f"submit with: sbatch {shlex.quote(str(path))}")
+    return path
+
+
+def _check_task_run_dir(job: Job) -> None:
+    """An array task, started as one run, must compose the run directory the grid planned."""
+    with config_loader() as loader:
+        single = loader.load_configuration(
+            config_name="train",
+            overrides=task_arguments(job.overrides),
+            run_mode=RunMode.RUN,
+        )
+        if Path(str(single.hydra.run.dir)) != job.run_dir:
+            raise ShiftlabError(
+                f"a task of the script would train in {single.hydra.run.dir}, not in the grid's "
+                f"{job.run_dir}: were hydra.sweep.dir or hydra.sweep.subdir overridden? Set "
+                "paths.output_dir instead."
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=("status", "dry-run", "sbatch"))
     parser.add_argument("--all", action="store_true", help="status: list finished runs too")
+    parser.add_argument(
+        "-o", "--output", help="sbatch: the script's file (default: <sweep dir>/<grid>.sbatch)"
+    )
     parser.add_argument("overrides", nargs="*", help="as for a multirun, e.g. experiment=noise")
     args = parser.parse_intermixed_args(argv)
     with exit_on_user_error():
@@ -291,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.command == "dry-run":
             dry_run(args.overrides)
         else:
-            print(sbatch_script(args.overrides))
+            write_sbatch(args.overrides, args.output)
 
 
 if __name__ == "__main__":

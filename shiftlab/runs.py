@@ -1,9 +1,15 @@
-"""Where a run stands: done, running (a live lock), incomplete or missing; the lock itself.
+"""Where a run stands: done, running (a live lock), requeued or queued (its SLURM job waits in
+the queue), incomplete or missing; the lock itself.
 
 A process that trains a run holds ``<run dir>/lock``, created with O_EXCL and holding its pid,
 host and SLURM job. The lock is live while its process is alive (same host) or while its
 heartbeat (the file's mtime, touched every minute) is recent (another host). A requeued SLURM
 task takes over the lock of its own earlier attempt.
+
+``<run dir>/slurm_job`` names the SLURM job (array task) of the run's latest submission or
+start; it outlives the lock, so a run whose task was requeued (preempted, out of time, or
+``scontrol requeue``) and waits to start again is known as such by ``squeue``, and a relaunch
+does not submit it a second time.
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from shiftlab.errors import ShiftlabError, exit_on_user_error
-from shiftlab.record import DONE, FAILURE, check_writable
+from shiftlab.record import DONE, FAILURE, check_writable, write_atomic
+from shiftlab.slurm import ACTIVE, QUEUED, job_state
 
 LOCK = "lock"
+SLURM_JOB = "slurm_job"
 HEARTBEAT_S = 60.0  # how often a training process touches its lock
 STALE_AFTER_S = 600.0  # a lock of another host untouched this long belongs to a dead process
-STATES = ("done", "running", "incomplete", "missing")
+STATES = ("done", "running", "requeued", "queued", "incomplete", "missing")
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +151,8 @@ class RunLock:
                 continue
             with os.fdopen(fd, "w") as file:
                 file.write(self._content())
+            if _slurm_job():
+                record_slurm_job(self.path.parent, _slurm_job())
             self.holder = None
             self._beat = threading.Thread(target=self._heartbeat, daemon=True)
             self._beat.start()
@@ -194,12 +204,32 @@ class OutputCheck(Callback):
             check_writable(config.hydra.run.dir)
 
 
+def record_slurm_job(run_dir: Path, job: str) -> None:
+    """Name the SLURM job that trains (or will train) the run."""
+    write_atomic(Path(run_dir) / SLURM_JOB, f"{job}\n")
+
+
+def slurm_job(run_dir: Path) -> str | None:
+    """The SLURM job of the run's latest submission or start, if it had one."""
+    try:
+        return (Path(run_dir) / SLURM_JOB).read_text().strip() or None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
 def run_state(run_dir: Path) -> str:
-    """done (``done`` written), running (a live lock), incomplete (started), or missing."""
+    """done (``done`` written); running (a live lock, or its SLURM job runs); requeued (started,
+    and its SLURM job waits in the queue to start again) or queued (not started yet, its job
+    waits); incomplete (started, nothing will start it again); or missing."""
     if (run_dir / DONE).exists():
         return "done"
     if lock_holder(run_dir) is not None:
         return "running"
-    if (run_dir / "config.yaml").exists():
-        return "incomplete"
-    return "missing"
+    started = (run_dir / "config.yaml").exists()
+    job = slurm_job(run_dir)
+    state = job and job_state(job)
+    if state in QUEUED:
+        return "requeued" if started else "queued"
+    if state in ACTIVE:
+        return "running"  # starting (not locked yet), or ending
+    return "incomplete" if started else "missing"

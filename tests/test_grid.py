@@ -21,7 +21,10 @@ from conftest import REPO, compose_train
 from omegaconf import OmegaConf
 
 from shiftlab import grid, runs
+from shiftlab.errors import ShiftlabError
 from shiftlab.settings import settings_hash
+from shiftlab.slurm import Node, check_sizes, gpu_count
+from shiftlab.slurm_launcher import sbatch_script
 from shiftlab.train import _wandb_summary, run
 
 PAPER_DATASETS = [
@@ -436,23 +439,80 @@ def test_a_grid_that_cannot_start_says_why_before_launching(tmp_path: Path) -> N
 # --- SLURM ----------------------------------------------------------------------------------------
 
 
-def test_slurm_launcher_renders_an_array_with_one_gpu_per_task(tmp_path: Path) -> None:
-    script = grid.sbatch_script(
-        ["experiment=smoke_paper_grid", "launcher=slurm", *places(tmp_path)]
-    )
-    lines = set(script.splitlines())
+def test_slurm_launcher_is_an_array_with_one_gpu_per_task(tmp_path: Path) -> None:
+    overrides = ["experiment=smoke_paper_grid", "launcher=slurm", *places(tmp_path)]
+    master, jobs = grid.grid(overrides)
+    launcher = OmegaConf.to_container(master.hydra.launcher, resolve=True)
+    assert launcher["_target_"] == "hydra_plugins.shiftlab.SlurmLauncher"
+    assert launcher["max_num_timeout"] > 0, "a task that reaches its time limit is requeued"
+    runs_ = [(job.overrides, job.run_dir) for job in jobs]
+    script = sbatch_script(launcher, runs_, tmp_path / "logs", "smoke_paper_grid")
+    lines = script.splitlines()
     assert {
         "#SBATCH --array=0-11%12",
         "#SBATCH --gpus-per-node=1",
         "#SBATCH --ntasks-per-node=1",
         "#SBATCH --nodes=1",
         "#SBATCH --requeue",
-        "#SBATCH --signal=USR2@120",
+        "#SBATCH --signal=B:USR2@120",
         "#SBATCH --time=720",
         "#SBATCH --job-name=train",
-    } <= lines, script
-    assert "submitit.core._submit" in script and str(tmp_path / "out" / "runs") in script
-    master, _ = expand("experiment=smoke_paper_grid", "launcher=slurm")
-    launcher = master.hydra.launcher
-    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
-    assert launcher.max_num_timeout > 0, "a task that reaches its time limit is requeued"
+    } <= set(lines), script
+    # Each task is one run, trained in the batch step: no launcher inside, no submitit.
+    tasks = [line for line in lines if line.lstrip().split(")")[0].isdigit()]
+    assert len(tasks) == 12 and "submitit" not in script
+    for task, job in zip(tasks, jobs, strict=True):
+        assert " ".join(job.overrides[:3]) in task and str(job.run_dir) in task
+        assert "launcher=slurm" not in task and "hydra.mode=RUN launcher=basic" in task
+
+
+def test_the_sbatch_script_runs_as_written(tmp_path: Path) -> None:
+    """Its array task 0, run by bash as sbatch would (outside SLURM here), trains its run: the
+    script does not depend on files a launcher writes (submitit's _submitted.pkl)."""
+    overrides = [
+        *SMOKE_SUBSET,
+        "direction=forward",
+        "launcher=slurm",
+        "hydra.launcher.gpus_per_node=null",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=2",
+        *places(tmp_path),
+    ]
+    script = grid.write_sbatch(overrides, str(tmp_path / "grid.sbatch"))
+    text = script.read_text()
+    assert "#SBATCH --gpus-per-node" not in text and "#SBATCH --mem=2G" in text
+    assert "#SBATCH --array=0-0%1" in text
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    result = subprocess.run(
+        ["bash", str(script)],
+        env={**env, "SLURM_ARRAY_TASK_ID": "0", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    [job] = grid.grid([o for o in overrides if not o.startswith("hydra.")])[1]
+    assert job.state == "done" and "run record:" in result.stdout
+
+
+def test_slurm_task_sizes_are_checked_against_the_partition() -> None:
+    """Node sizes as sinfo reports them (GRES strings: see shiftlab.slurm.gpu_count)."""
+    cpu_node = Node("cpu1", cpus=2, memory_mb=21694, gpus=gpu_count("(null)"))
+    defaults = {"cpus_per_task": 10, "tasks_per_node": 1, "mem_gb": 64, "gpus_per_node": 1}
+    with pytest.raises(ShiftlabError) as refused:
+        check_sizes(defaults, [cpu_node], "debug")
+    message = str(refused.value)
+    assert "set hydra.launcher.cpus_per_task=2 or less" in message
+    assert "set hydra.launcher.mem_gb=21 or less" in message
+    assert "has no GPUs: set hydra.launcher.gpus_per_node=null" in message
+    small = {"cpus_per_task": 1, "mem_gb": 2, "gpus_per_node": None}
+    check_sizes(small, [cpu_node], "debug")
+
+    gpu_node = Node("gpu1", cpus=64, memory_mb=515000, gpus=gpu_count("gpu:a100:4(S:0-1)"))
+    check_sizes(defaults, [cpu_node, gpu_node], "mixed")
+    with pytest.raises(ShiftlabError, match=r"gpus_per_node=8, but its nodes have at most 4"):
+        check_sizes({**defaults, "gpus_per_node": 8}, [gpu_node], "gpu")
+    # Each size fits some node, but no node holds them all.
+    big_cpu = Node("cpu2", cpus=128, memory_mb=1024 * 1024, gpus=0)
+    with pytest.raises(ShiftlabError, match="no node has 100 CPUs, 64 GB and 1 GPUs at once"):
+        check_sizes({**defaults, "cpus_per_task": 100}, [gpu_node, big_cpu], "mixed")

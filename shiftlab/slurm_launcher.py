@@ -1,0 +1,323 @@
+"""A grid on SLURM: the launcher that submits it as one job array and waits for it
+(``launcher=slurm``), and the plain sbatch script of the same array (``grid sbatch``).
+
+The launcher is hydra-submitit-launcher's, with three changes. Each run's SLURM job is written
+into its run directory at submission (``shiftlab.runs``), so a relaunch sees runs whose tasks
+wait in the queue, or wait to start again after a requeue, and does not submit them again.
+While the array runs, a task left pending for a reason that waiting will not cure is reported.
+And every task is waited for: one that ended without a result (killed for its memory, cancelled,
+its node lost) gets a ``failure.json`` naming SLURM's state, so the grid ends with one line per
+failed run rather than submitit's ``UncompletedJobError`` traceback for the first of them.
+
+The sbatch script needs no submitit: each array task runs ``python -m shiftlab.train`` with its
+run's overrides, and requeues itself on SLURM's warning before the time limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.plugins import Plugins
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from omegaconf import OmegaConf
+
+# Hydra's first plugin scan executes its plugin modules again, replacing their classes: the
+# launcher to extend is taken after that scan (as shiftlab.grid takes the basic sweeper).
+Plugins.instance()
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher  # noqa: E402
+
+from shiftlab.errors import ShiftlabError  # noqa: E402
+from shiftlab.record import FAILURE, RunRecord  # noqa: E402
+from shiftlab.runs import record_slurm_job  # noqa: E402
+from shiftlab.slurm import STUCK_REASONS, pending_reasons  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+LOOK_AT_QUEUE_S = 60.0  # how often the launching process asks why tasks are pending
+POLL_S = 2.0
+# How a task that ended without a result was ended, by SLURM's state (sacct), and what to do.
+ENDINGS = {
+    "TIMEOUT": "it reached its time limit: raise hydra.launcher.timeout_min",
+    "CANCELLED": "it was cancelled (scancel, or an administrator)",
+    "NODE_FAIL": "its node failed",
+    "PREEMPTED": "it was preempted and not requeued",
+}
+OUT_OF_MEMORY = "it used more memory than it asked for: raise hydra.launcher.mem_gb"
+# slurmstepd's words in the task's log when it kills a task for its memory: polled limits
+# ("Exceeded job memory limit") or cgroup's ("Detected 1 oom_kill event").
+MEMORY_KILL = re.compile(r"memory limit|oom[-_ ]kill", re.IGNORECASE)
+
+
+class SlurmLauncher(submitit_launcher.SlurmLauncher):
+    """hydra-submitit-launcher's SLURM array launcher (see the module's docstring).
+
+    ``run_dirs`` maps a job's overrides to its run directory; the sweeper fills it from its
+    planning (composing every job's configuration again would cost 0.1 s per run).
+    """
+
+    run_dirs: dict[tuple[str, ...], Path]
+
+    def _run_dir(self, overrides: Sequence[str]) -> Path:
+        from shiftlab.grid import job_run_dir
+
+        known = getattr(self, "run_dirs", {}).get(tuple(overrides))
+        if known is not None:
+            return known
+        assert self.hydra_context is not None and self.config is not None
+        loader = self.hydra_context.config_loader
+        return job_run_dir(loader.load_sweep_config(self.config, list(overrides)))
+
+    def _executor(self) -> Any:
+        """submitit's executor with hydra.launcher's settings, as hydra-submitit-launcher makes it
+        (its keys are submitit's; GPUs of 0 mean none, not ``--gpus-per-node=0``)."""
+        import submitit
+
+        params = dict(self.params)
+        if not params.get("gpus_per_node"):
+            params["gpus_per_node"] = None
+        executor = submitit.AutoExecutor(
+            cluster="slurm",
+            folder=params.pop("submitit_folder"),
+            slurm_max_num_timeout=params.pop("max_num_timeout"),
+        )
+        shared = set(OmegaConf.structured(submitit_launcher.BaseQueueConf).keys())
+        executor.update_parameters(
+            **{key if key in shared else f"slurm_{key}": value for key, value in params.items()}
+        )
+        return executor
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        assert self.config is not None
+        since = time.time()
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        run_dirs = [self._run_dir(overrides) for overrides in job_overrides]
+        state = Singleton.get_state()
+        arguments = []  # hydra-submitit-launcher's, per job
+        for index, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info(f"\t#{index} : {' '.join(filter_overrides(overrides))}")
+            job_id = f"job_id_for_{index}"
+            arguments.append((list(overrides), "hydra.sweep.dir", index, job_id, state))
+        # The task runs hydra-submitit-launcher's own class: it is what the task unpickles (this
+        # subclass lives in a module made up at import time, which a new process lacks).
+        task = submitit_launcher.SlurmLauncher.__new__(submitit_launcher.SlurmLauncher)
+        task.__dict__.update({k: v for k, v in self.__dict__.items() if k != "run_dirs"})
+        try:
+            jobs = self._executor().map_array(task, *zip(*arguments, strict=True))
+        except Exception as error:  # sbatch refused the array: its message, on one line
+            message = " ".join(str(error).split())
+            raise ShiftlabError(f"launcher=slurm: sbatch refused the array: {message}") from None
+        for run_dir, job in zip(run_dirs, jobs, strict=True):
+            record_slurm_job(run_dir, job.job_id)
+        array = jobs[0].job_id.split("_")[0]
+        log.info(f"submitted SLURM job array {array} ({len(jobs)} tasks): squeue -j {array}")
+        self._wait(jobs, array)
+        return [
+            self._result(job, overrides, run_dir, since)
+            for job, overrides, run_dir in zip(jobs, job_overrides, run_dirs, strict=True)
+        ]
+
+    def _wait(self, jobs: Sequence[Any], array: str) -> None:
+        """Until every task has ended; a task pending for a reason waiting will not cure (its
+        partition cannot hold it, its account or QOS refuses it) is reported once."""
+        reported: set[str] = set()
+        looked = time.time() - LOOK_AT_QUEUE_S + 10  # first look 10 s after submitting
+        while not all(job.done() for job in jobs):
+            if time.time() - looked >= LOOK_AT_QUEUE_S:
+                looked = time.time()
+                for task, reason in pending_reasons(array).items():
+                    if reason.startswith(STUCK_REASONS) and reason not in reported:
+                        reported.add(reason)
+                        log.warning(
+                            f"SLURM task {task} is pending with reason {reason}: it will not "
+                            f"start as submitted (scontrol show job {task} says why). Cancel "
+                            f"the array with scancel {array}, then change hydra.launcher "
+                            "(partition, account, qos, cpus_per_task, mem_gb, gpus_per_node)."
+                        )
+            time.sleep(POLL_S)
+
+    def _result(self, job: Any, overrides: Sequence[str], run_dir: Path, since: float) -> JobReturn:
+        """The task's JobReturn; a task that ended without one gets its failure recorded, and is
+        reported at the end of the grid with the other failed runs (shiftlab.grid)."""
+        from submitit.core.utils import FailedJobError, UncompletedJobError
+
+        try:
+            return job.results()[0]
+        except (UncompletedJobError, FailedJobError) as error:
+            failure = run_dir / FAILURE
+            recorded = failure.exists() and failure.stat().st_mtime >= since
+            if not recorded:  # the task could not say why itself: it was killed
+                RunRecord(run_dir).write_failure(_lost_task(job, error))
+            return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+
+
+def _lost_task(job: Any, error: Exception) -> dict[str, Any]:
+    """failure.json of a task that ended without its result: what SLURM says ended it."""
+    state = str(job.state)  # sacct's, e.g. OUT_OF_MEMORY, FAILED, CANCELLED by 1000
+    trace = re.search(r"with trace:\n-+\n(.*?)\n-+\n", str(error), re.DOTALL)
+    if trace:  # the task's own exception: the last line of its traceback
+        what = trace.group(1).strip().splitlines()[-1]
+    elif state.startswith("OUT_OF_MEMORY") or MEMORY_KILL.search(_tail(job.paths.stderr)):
+        what = f"{OUT_OF_MEMORY} (SLURM state {state})"
+    else:
+        ending = ENDINGS.get(state.split()[0], "it ended without finishing the run")
+        what = f"{ending} (SLURM state {state})"
+    return {
+        "kind": "crash" if trace else "killed",
+        "reason": f"SLURM task {job.job_id}: {what}; log: {_relative(job.paths.stderr)}",
+        "error_type": f"{type(error).__module__}.{type(error).__qualname__}",
+        "slurm_state": state,
+        "failed_at": time.time(),
+    }
+
+
+def _tail(path: Path, size: int = 4096) -> str:
+    try:
+        with open(path, "rb") as file:
+            file.seek(max(file.seek(0, os.SEEK_END) - size, 0))
+            return file.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+# --- the sbatch script --------------------------------------------------------------------------
+
+# hydra.launcher's keys that become an #SBATCH option of the same meaning.
+SBATCH_OPTIONS = {
+    "name": "job-name",
+    "timeout_min": "time",
+    "nodes": "nodes",
+    "tasks_per_node": "ntasks-per-node",
+    "cpus_per_task": "cpus-per-task",
+    "gpus_per_node": "gpus-per-node",
+    "mem_gb": "mem",
+    "partition": "partition",
+    "account": "account",
+    "qos": "qos",
+    "comment": "comment",
+    "constraint": "constraint",
+    "exclude": "exclude",
+    "gres": "gres",
+    "cpus_per_gpu": "cpus-per-gpu",
+    "gpus_per_task": "gpus-per-task",
+    "mem_per_gpu": "mem-per-gpu",
+    "mem_per_cpu": "mem-per-cpu",
+}
+# A task runs its run in this very process (no second launch), with the launcher left out.
+TASK_MODE = ("hydra.mode=RUN", "launcher=basic")
+
+
+def task_arguments(overrides: Sequence[str]) -> list[str]:
+    """A job's overrides as one run's command line: without the launcher, in Hydra's run mode."""
+
+    def key(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~")
+
+    kept = [o for o in overrides if key(o) != "launcher" and not key(o).startswith("launcher.")]
+    return [*kept, *TASK_MODE]
+
+
+def sbatch_script(
+    launcher: dict[str, Any],
+    runs: Sequence[tuple[Sequence[str], Path]],
+    log_dir: Path,
+    title: str,
+) -> str:
+    """The sbatch file of one array task per run (``runs``: each run's overrides and directory).
+
+    ``launcher`` is hydra.launcher, resolved. Each task trains its run with
+    ``python -m shiftlab.train`` in the batch step, and on SLURM's signal before the time limit
+    requeues itself (at most ``max_num_timeout`` times); the run resumes from its last.ckpt.
+    """
+    if int(launcher.get("nodes") or 1) != 1 or int(launcher.get("tasks_per_node") or 1) != 1:
+        raise ShiftlabError(
+            "the sbatch script runs one process per array task: set hydra.launcher.nodes=1 and "
+            "hydra.launcher.tasks_per_node=1 (one run on several GPUs: README, 'DDP')"
+        )
+    options = []
+    for key, option in SBATCH_OPTIONS.items():
+        value = launcher.get(key)
+        if value is None or (key == "gpus_per_node" and not value):
+            continue
+        options.append(f"--{option}={value}G" if key == "mem_gb" else f"--{option}={value}")
+    at_once = min(int(launcher.get("array_parallelism") or len(runs)), len(runs))
+    options += [
+        f"--array=0-{len(runs) - 1}%{at_once}",
+        f"--output={log_dir}/%A_%a.log",
+        "--open-mode=append",  # a requeued task adds to its log
+        f"--signal=B:USR2@{launcher.get('signal_delay_s') or 120}",
+    ]
+    for key, value in (launcher.get("additional_parameters") or {}).items():
+        name = key.replace("_", "-")
+        if value is True:
+            options.append(f"--{name}")
+        elif value not in (None, False):
+            options.append(f"--{name}={value}")
+    environment = [
+        f"export {name}={shlex.quote(os.environ[name])}"
+        for name in ("SHIFTLAB_DATA_DIR", "SHIFTLAB_OUTPUT_DIR")
+        if name in os.environ
+    ]
+    cases = [
+        f"    {index}) set -- {' '.join(shlex.quote(a) for a in task_arguments(overrides))} ;;"
+        f"  # {run_dir}"
+        for index, (overrides, run_dir) in enumerate(runs)
+    ]
+    max_requeues = int(launcher.get("max_num_timeout") or 0)
+    lines = [
+        "#!/bin/bash",
+        f"# {title}: {len(runs)} runs not done when this was written, one per array task.",
+        "# Submit it as it is: sbatch <this file>. Each task trains its run in the batch step",
+        "# (python -m shiftlab.train <its overrides> hydra.mode=RUN launcher=basic); a run that is",
+        "# done is not trained again, one held by a live task is skipped, an incomplete one",
+        "# resumes from its last checkpoint.",
+        *(f"#SBATCH {option}" for option in options),
+        "",
+        "set -u",
+        f"cd {shlex.quote(str(Path.cwd()))}",
+        *environment,
+        'case "$SLURM_ARRAY_TASK_ID" in',
+        *cases,
+        '    *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit 1 ;;',
+        "esac",
+        "",
+        "# SLURM's signal before the time limit: requeue this task, which resumes from the run's",
+        f"# last checkpoint; at most {max_requeues} times (SLURM_RESTART_COUNT counts requeues).",
+        "requeue() {",
+        f'    if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {max_requeues} ]; then',
+        '        echo "time limit near: requeueing task $SLURM_ARRAY_TASK_ID"',
+        '        scontrol requeue "$SLURM_JOB_ID"',
+        "    fi",
+        "}",
+        "trap requeue USR2",
+        *(launcher.get("setup") or []),
+        f'{shlex.quote(sys.executable)} -u -m shiftlab.train "$@" &',
+        "run=$!",
+        'wait "$run"',
+        "status=$?",
+        'while kill -0 "$run" 2>/dev/null; do  # the trap interrupted the wait: wait on',
+        '    wait "$run"',
+        "    status=$?",
+        "done",
+        'exit "$status"',
+        "",
+    ]
+    return "\n".join(lines)
