@@ -3,9 +3,10 @@
 W&B records by default the command line (``sys.argv``: every override, data folders included),
 the program, the Python executable, the working directory, the host, the git remote (which can
 be a local path) and the code. Here these are off whatever the config says (``PRIVATE``), and
-every value that reaches W&B through the logger (the run config, its name, group, tags and notes)
-has its local paths masked by what it is (``shiftlab.local_paths``). The W&B folder itself stays
-in the run directory; its ``debug.log`` names that folder, which is where it is written.
+every value that reaches W&B through the logger (the run config, its name, group, tags and notes;
+``shiftlab.train`` masks the summary alike) has its local paths masked by what it is
+(``shiftlab.local_paths``). The W&B folder itself stays in the run directory; its ``debug.log``
+names that folder, which is where it is written.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from shiftlab.local_paths import mask_local_paths, mask_text
 
-# wandb.Settings that keep the machine out of the run (wandb 0.19-0.31 spell them this way):
+# wandb.Settings that keep the machine out of the run (named as in wandb 0.31, the pinned version):
 # no system metadata (argv, program, executable, cwd, host), no git state, no code.
 PRIVATE = {
     "x_disable_meta": True,
