@@ -144,8 +144,9 @@ class _Slice:
     position: float | None
     instance_number: int | None
     geometry: Geometry = (None, None, None)
-    # A multi-frame file's frames, which are its slices (Enhanced CT/MR): their headers.
-    frames: list[Dataset] = field(default_factory=list)
+    # Positions along the normal of a multi-frame file's frames, which are its slices
+    # (Enhanced CT/MR), in stored order; empty for a file of one image.
+    frame_positions: tuple[float | None, ...] = ()
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -273,9 +274,10 @@ def read_slice(path: Path, relative: str, extra_tags: Sequence[str], group_by: s
         undecodable = _decoder_problem(transfer_syntax) if transfer_syntax else None
         if undecodable:
             return undecodable
-        frames = _frames(ds, group_by) if is_multiframe(ds) else []
+        frames = _frames(ds, group_by) if is_multiframe(ds) else None
         if isinstance(frames, str):
             return frames
+        geometry, positions = frames or (_geometry(ds), (_slice_position(ds),))
         header = SeriesHeader(
             patient_id=_text(ds, "PatientID"),
             study_uid=_text(ds, "StudyInstanceUID"),
@@ -286,16 +288,16 @@ def read_slice(path: Path, relative: str, extra_tags: Sequence[str], group_by: s
             field_strength=_field_strength(ds),
             modality=_text(ds, "Modality"),
             extra={keyword: _text(ds, keyword) for keyword in extra_tags},
-            n_slices=len(frames) if len(frames) > 1 else None,
+            n_slices=len(positions) if len(positions) > 1 else None,
         )
         return _Slice(
             path=relative,
             header=header,
             sop_uid=_text(ds, "SOPInstanceUID"),
-            position=_slice_position(frames[0] if frames else ds),
+            position=positions[0],
             instance_number=_instance_number(ds),
-            geometry=_geometry(frames[0] if frames else ds),
-            frames=frames,
+            geometry=geometry,
+            frame_positions=positions if len(positions) > 1 else (),
         )
     except InvalidDicomError:
         return not_dicom_reason(path, size)
@@ -304,9 +306,9 @@ def read_slice(path: Path, relative: str, extra_tags: Sequence[str], group_by: s
         return read_error_reason(path, error, _short(str(error)))
 
 
-def _frames(ds: Dataset, group_by: str) -> list[Dataset] | str:
-    """The frames of a multi-frame file as slice headers (``shiftlab.data.multiframe``), or
-    why they cannot be the slices of one volume."""
+def _frames(ds: Dataset, group_by: str) -> tuple[Geometry, tuple[float | None, ...]] | str:
+    """The geometry the frames of a multi-frame file share and their positions along the
+    normal (``shiftlab.data.multiframe``), or why they cannot be the slices of one volume."""
     n = number_of_frames(ds)
     if n > 1 and group_by == "SOPInstanceUID":
         return (
@@ -322,7 +324,7 @@ def _frames(ds: Dataset, group_by: str) -> list[Dataset] | str:
         difference = _geometry_difference(_geometry(frame), reference)
         if difference:
             return f"frame geometry differs within the file: {difference}"
-    return frames
+    return reference, tuple(_slice_position(frame) for frame in frames)
 
 
 def _short(message: str, limit: int = 160) -> str:
@@ -503,15 +505,15 @@ def _lone_multiframe(slices: list[_Slice], skipped: list[tuple[str, str]]) -> li
         f"multi-frame file in a series of {len(slices)} files: its frames are read as slices "
         "only when it is the one file of its series"
     )
-    skipped.extend((item.path, reason) for item in slices if len(item.frames) > 1)
-    return [item for item in slices if len(item.frames) <= 1]
+    skipped.extend((item.path, reason) for item in slices if item.frame_positions)
+    return [item for item in slices if not item.frame_positions]
 
 
 def _positions(slices: list[_Slice]) -> list[float | None]:
     """Slice positions along the normal in slice order: one per file, or the frames of a
     multi-frame file in the order they are decoded (ascending, when all have one)."""
-    if len(slices) == 1 and len(slices[0].frames) > 1:
-        positions = [_slice_position(frame) for frame in slices[0].frames]
+    if len(slices) == 1 and slices[0].frame_positions:
+        positions = list(slices[0].frame_positions)
         return positions if None in positions else sorted(positions)
     return [item.position for item in slices]
 
