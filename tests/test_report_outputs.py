@@ -15,7 +15,7 @@ from nbclient import NotebookClient
 from sklearn.metrics import roc_auc_score
 
 from shiftlab.report import Options, build, load_report, read_folder, wandb_panels
-from shiftlab.report.characterise import DatasetImages, separability
+from shiftlab.report.characterise import DatasetImages, separability, vendor_histograms
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "tests" / "fixtures" / "report_runs"
@@ -105,20 +105,38 @@ def test_wandb_views_mirror_the_report_offline(
     assert "nothing is sent" in capsys.readouterr().err
 
 
-def _images(shift: float, patients: int = 40) -> DatasetImages:
+def _images(shift: float, patients: int = 40, undecoded: int = 0) -> DatasetImages:
+    """``undecoded`` samples of each vendor are NaN rows, as the cache leaves a sample whose
+    pixels could not be decoded."""
     rng = np.random.default_rng(0)
     vendors = np.repeat(["ge", "siemens"], patients)
     arrays = rng.normal(0.0, 1.0, size=(2 * patients, 2, 16, 16)).astype(np.float32)
     arrays[vendors == "siemens"] = arrays[vendors == "siemens"] * (1 + shift) + shift
+    decoded = np.ones(2 * patients, dtype=bool)
+    for first in (0, patients):
+        decoded[first : first + undecoded] = False
+    arrays[~decoded] = np.nan
     manifest = pd.DataFrame(
         {"vendor": vendors, "patient_id": [f"p{i}" for i in range(2 * patients)]}
     )
-    return DatasetImages("toy", manifest, arrays, {}, {"_target_": "x.MRIPreprocessor"})
+    return DatasetImages(
+        "toy", manifest, arrays, {}, {"_target_": "x.MRIPreprocessor"}, decoded=decoded
+    )
 
 
 def test_separability_tells_shifted_vendors_apart_and_not_equal_ones() -> None:
     assert separability(_images(shift=0.5), "ge", "siemens")["separability_auroc"] > 0.95
     assert abs(separability(_images(shift=0.0), "ge", "siemens")["separability_auroc"] - 0.5) < 0.2
+
+
+def test_samples_the_cache_could_not_decode_are_left_out_of_the_characterisation() -> None:
+    images = _images(shift=0.5, undecoded=3)
+    measured = separability(images, "ge", "siemens")
+    assert measured["samples_a"] == measured["samples_b"] == 37
+    assert measured["separability_auroc"] > 0.95
+    histograms = vendor_histograms(images)
+    assert histograms["samples"] == {"ge": 37, "siemens": 37}
+    assert all(np.isfinite(d).all() for d in histograms["density"].values())
 
 
 def test_report_of_real_runs_with_the_shift_measured(

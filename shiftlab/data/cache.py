@@ -116,14 +116,16 @@ def load_or_build(
         raise RuntimeError(
             f"cache {path} holds {arrays.shape[0]} samples, manifest {len(manifest)}"
         )
-    excluded_path = path.with_suffix(EXCLUDED_SUFFIX)
-    # No file: every sample decoded.
-    excluded = (
-        pd.read_csv(excluded_path, dtype=str, keep_default_na=False)
-        if excluded_path.is_file()
-        else pd.DataFrame(columns=EXCLUDED_COLUMNS)
-    )
-    return Cache(arrays, excluded, excluded_path)
+    return Cache(arrays, read_excluded(path), path.with_suffix(EXCLUDED_SUFFIX))
+
+
+def read_excluded(cache_path: Path) -> pd.DataFrame:
+    """The samples of the cache at ``cache_path`` that could not be decoded (their rows are
+    NaN); none when the list is absent."""
+    excluded_path = Path(cache_path).with_suffix(EXCLUDED_SUFFIX)
+    if not excluded_path.is_file():
+        return pd.DataFrame(columns=EXCLUDED_COLUMNS)
+    return pd.read_csv(excluded_path, dtype=str, keep_default_na=False)
 
 
 def read_slices(files: Sequence[Path]) -> list:

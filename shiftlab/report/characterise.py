@@ -51,6 +51,11 @@ class DatasetImages:
     arrays: np.ndarray
     domain_groups: dict[str, Any]
     preprocess: dict[str, Any]
+    # False for the samples the cache could not decode (NaN rows, left out of every run).
+    decoded: np.ndarray
+
+    def vendor_rows(self, vendor: str) -> np.ndarray:
+        return np.flatnonzero((self.manifest["vendor"].to_numpy() == vendor) & self.decoded)
 
     def domain_rows(self, domain: str) -> np.ndarray:
         from shiftlab.data.domains import domain_rows, group_vendors
@@ -60,7 +65,7 @@ class DatasetImages:
             vendors = group_vendors(domain, self.domain_groups[domain], present)
         else:
             vendors = frozenset({domain})
-        return np.flatnonzero(domain_rows(self.manifest, vendors).to_numpy())
+        return np.flatnonzero(domain_rows(self.manifest, vendors).to_numpy() & self.decoded)
 
 
 def source_of(config: Mapping[str, Any]) -> tuple[str, ...]:
@@ -79,7 +84,7 @@ def source_of(config: Mapping[str, Any]) -> tuple[str, ...]:
 
 def open_images(config: Mapping[str, Any], manifest_sha256: str | None) -> DatasetImages:
     """The cached arrays a run of this config trained on; Unavailable with the reason if not."""
-    from shiftlab.data.cache import cache_key, files_fingerprint
+    from shiftlab.data.cache import cache_key, files_fingerprint, read_excluded
     from shiftlab.manifest import load_manifest
 
     data = config.get("data") or {}
@@ -112,6 +117,7 @@ def open_images(config: Mapping[str, Any], manifest_sha256: str | None) -> Datas
         arrays=arrays,
         domain_groups=dict(data.get("domain_groups") or {}),
         preprocess=dict(data["preprocess"]),
+        decoded=~manifest["sample_id"].isin(read_excluded(path)["sample_id"]).to_numpy(),
     )
 
 
@@ -215,10 +221,7 @@ def vendor_histograms(
     """Pixel-value densities of each vendor of the manifest, on common bins."""
     rng = np.random.default_rng(SAMPLING_SEED)
     vendors = sorted(images.manifest["vendor"].unique())
-    chosen = {
-        v: _sample(np.flatnonzero(images.manifest["vendor"].to_numpy() == v), max_images, rng)
-        for v in vendors
-    }
+    chosen = {v: _sample(images.vendor_rows(v), max_images, rng) for v in vendors}
     pixels = {
         v: np.concatenate([_pixels(images.arrays[i]) for i in rows]) for v, rows in chosen.items()
     }
