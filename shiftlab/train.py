@@ -126,6 +126,8 @@ def _result(
             "val_source_auroc": float(checkpoint.best_model_score),
         },
         "samples": datamodule.counts(),
+        # Samples whose pixels could not be decoded: in no split of this run (pseudonymous ids).
+        "samples_excluded": datamodule.excluded.to_dict("records"),
         "shift": datamodule.shift_record(),
         "timings_s": {name: round(seconds, 2) for name, seconds in timings.items()},
     }

@@ -198,6 +198,9 @@ def test_a_file_damaged_after_ingest_is_left_out_by_sample_id_and_the_run_finish
     reason = f"ShiftlabError: cannot decode pixels of <file 2 of {n_files}>: "
     assert f"  {sample['sample_id']}: {reason}" in output
     assert result["samples"]["ge"]["train"] == len(source_train) - 1
+    recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())["samples_excluded"]
+    assert [r["sample_id"] for r in recorded] == [sample["sample_id"]]
+    assert recorded[0]["reason"].startswith(reason)
     (listed,) = Path(cfg.paths.cache_dir).glob(f"*{cache.EXCLUDED_SUFFIX}")
     excluded = pd.read_csv(listed)
     assert excluded["sample_id"].tolist() == [sample["sample_id"]]

@@ -90,6 +90,8 @@ class ShiftDataModule(L.LightningDataModule):
         self.batch_reads = batch_reads
         # Rows the cache could decode: all until it is built (setup, _leave_out_undecodable).
         self.decoded = pd.Series(True, index=self.manifest.index)
+        # The samples left out as undecodable (set by setup), for the run record.
+        self.excluded = pd.DataFrame(columns=cache.EXCLUDED_COLUMNS)
         self.val_domains = self._usable("val")
         self.test_domains = self._usable("test")
         self._check_source_and_target()
@@ -181,6 +183,7 @@ class ShiftDataModule(L.LightningDataModule):
         """
         if excluded.empty:
             return
+        self.excluded = excluded
         self.decoded = ~self.manifest["sample_id"].isin(excluded["sample_id"])
         print(f"samples excluded:   {len(excluded)} whose pixels cannot be decoded (all in {path})")
         for sample_id, reason in excluded.head(_EXCLUDED_SHOWN).itertuples(index=False):
