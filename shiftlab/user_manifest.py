@@ -209,6 +209,7 @@ def _read_image_file(dicom_root: Path, relative: Path, modality: str) -> SeriesH
         field_strength=None,
         modality=modality,
         files=[relative.as_posix()],
+        sop_uids=[""],  # no SOPInstanceUID: a repeat is caught by its file only
         n_slices=info.n_slices,
     )
 
