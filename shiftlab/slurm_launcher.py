@@ -148,18 +148,26 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             time.sleep(POLL_S)
 
     def _result(self, job: Any, overrides: Sequence[str], run_dir: Path, since: float) -> JobReturn:
-        """The task's JobReturn; a task that ended without one gets its failure recorded, and is
-        reported at the end of the grid with the other failed runs (shiftlab.grid)."""
+        """The task's JobReturn. A run that failed is reported at the end of the grid with the
+        others, one line each, from its failure.json (shiftlab.grid), which is written here when
+        the task could not write it: killed, or failed outside the run."""
         from submitit.core.utils import FailedJobError, UncompletedJobError
 
+        failure = run_dir / FAILURE
         try:
-            return job.results()[0]
+            result = job.results()[0]
         except (UncompletedJobError, FailedJobError) as error:
-            failure = run_dir / FAILURE
             recorded = failure.exists() and failure.stat().st_mtime >= since
-            if not recorded:  # the task could not say why itself: it was killed
+            if not recorded:
                 RunRecord(run_dir).write_failure(_lost_task(job, error))
             return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+        if result.status == JobStatus.FAILED:  # the run raised: Hydra kept the exception
+            if not (failure.exists() and failure.stat().st_mtime >= since):
+                from shiftlab.failure import failure_record
+
+                RunRecord(run_dir).write_failure(failure_record(result._return_value))
+            result.status, result.return_value = JobStatus.COMPLETED, None
+        return result
 
 
 def _lost_task(job: Any, error: Exception) -> dict[str, Any]:

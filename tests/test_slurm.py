@@ -223,3 +223,48 @@ def test_a_task_killed_for_its_memory_fails_on_one_line(data_dir: Path, tmp_path
     [job] = grid.grid([*one_run, "direction=forward", *places(data_dir, tmp_path)])[1]
     failure = json.loads((job.run_dir / "failure.json").read_text())
     assert failure["kind"] == "killed" and failure["reason"] in reason
+
+
+def test_a_task_out_of_time_is_requeued_then_fails_on_one_line(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """submitit's own requeue: SLURM signals the task 90 s before its 2-minute limit, submitit
+    requeues it (the run shows as requeued while it waits, then resumes from its checkpoint);
+    at the second signal it has been requeued max_num_timeout=1 times and the run fails."""
+    overrides = [
+        "experiment=smoke_paper_grid",
+        "dataset=synthetic_mri",
+        "seed=0",
+        "direction=forward",
+        "trainer.max_epochs=5000",  # far longer than the time limit
+        "launcher=slurm",
+        *SMALL_TASKS,
+        "hydra.launcher.timeout_min=2",
+        "hydra.launcher.signal_delay_s=90",
+        "hydra.launcher.max_num_timeout=1",
+        *places(data_dir, tmp_path),
+    ]
+    [job] = grid.grid(overrides)[1]
+    launch = subprocess.Popen(
+        [sys.executable, "-m", "shiftlab.train", *overrides],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen = set()
+    deadline = time.time() + 420
+    while launch.poll() is None and time.time() < deadline:
+        seen.add(runs.run_state(job.run_dir))
+        time.sleep(0.5)
+    if launch.poll() is None:
+        launch.kill()
+    stdout, stderr = launch.communicate()
+    assert "requeued" in seen, seen
+    assert launch.returncode == 1, (stdout + stderr)[-3000:]
+    assert "Traceback" not in stderr and "Error executing job" not in stderr
+    [line] = [line for line in stderr.splitlines() if line.startswith(f"  {job.run_dir}")]
+    assert line.endswith("Job not requeued because: timed-out too many times."), line
+    attempts = json.loads((job.run_dir / "attempts.json").read_text())
+    assert len(attempts) == 2 and attempts[1]["resumed_from_epoch"] is not None
