@@ -16,6 +16,7 @@ set -euo pipefail
 
 [ "$(id -u)" = 0 ] || { echo "start-cluster.sh: run as root (it installs packages and starts daemons)" >&2; exit 1; }
 
+export PATH="$PATH:/usr/sbin:/sbin"  # the daemons, where a CI runner's PATH lacks them
 CLUSTER=shiftlab-ci
 HERE="$(cd "$(dirname "$0")" && pwd)"
 LOG=/var/log/slurm
@@ -35,10 +36,10 @@ wait_for() {  # wait_for <seconds> <what> <command...>
     exit 1
 }
 
-# A daemon is running when the process named in its pid file is alive.
-running() {
+# A daemon is running when the process named in its pid file is alive and is that daemon.
+running() {  # running <pid file> <program>
     local pid
-    pid=$(cat "$1" 2>/dev/null) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+    pid=$(cat "$1" 2>/dev/null) && [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
 }
 MUNGED_PID=/run/munge/munged.pid MARIADB_PID=/run/mysqld/mysqld.pid
 SLURMDBD_PID=/run/slurmdbd.pid SLURMCTLD_PID=/run/slurmctld.pid SLURMD_PID=/run/slurmd.pid
@@ -73,7 +74,7 @@ mv /etc/slurm/slurm.conf.new /etc/slurm/slurm.conf
 # --- munge: authentication between the commands and the daemons --------------------------------
 chown munge:munge /run/munge
 [ -s /etc/munge/munge.key ] || { mungekey --create --force; chown munge:munge /etc/munge/munge.key; }
-if ! running $MUNGED_PID; then
+if ! running $MUNGED_PID munged; then
     say "starting munged"
     runuser -u munge -- /usr/sbin/munged
 fi
@@ -81,7 +82,7 @@ wait_for 20 munged sh -c 'munge -n | unmunge'
 
 # --- MariaDB and slurmdbd: the accounting that sacct reads ---------------------------------------
 chown mysql:mysql /run/mysqld
-if ! running $MARIADB_PID; then
+if ! running $MARIADB_PID mariadbd; then
     say "starting mariadb"
     [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql >/dev/null
     setsid mariadbd --user=mysql --pid-file=$MARIADB_PID --skip-networking \
@@ -93,7 +94,7 @@ CREATE DATABASE IF NOT EXISTS slurm_acct_db;
 CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DB_PASSWORD';
 GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';
 SQL
-if ! running $SLURMDBD_PID; then
+if ! running $SLURMDBD_PID slurmdbd; then
     say "starting slurmdbd"
     slurmdbd
 fi
@@ -102,20 +103,21 @@ sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER" || sacctmgr -i 
 
 # --- slurmctld and slurmd -------------------------------------------------------------------------
 if [ "$changed" = 1 ]; then  # a new slurm.conf: the daemons start again with it
-    for pid_file in $SLURMD_PID $SLURMCTLD_PID; do
-        if running "$pid_file"; then
-            say "restarting $(basename "$pid_file" .pid) (slurm.conf changed)"
+    for daemon in slurmd slurmctld; do
+        pid_file=/run/$daemon.pid
+        if running "$pid_file" "$daemon"; then
+            say "restarting $daemon (slurm.conf changed)"
             kill "$(cat "$pid_file")" 2>/dev/null || true
-            while running "$pid_file"; do sleep 0.2; done
+            while running "$pid_file" "$daemon"; do sleep 0.2; done
         fi
     done
 fi
-if ! running $SLURMCTLD_PID; then
+if ! running $SLURMCTLD_PID slurmctld; then
     say "starting slurmctld"
     slurmctld
 fi
 wait_for 30 slurmctld scontrol ping
-if ! running $SLURMD_PID; then
+if ! running $SLURMD_PID slurmd; then
     say "starting slurmd"
     slurmd
 fi
