@@ -145,6 +145,27 @@ def _wandb_summary(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class TrainLossEcho(L.Callback):
+    """A debug run (conf/debug/) prints each epoch's mean training loss: an overfitting check
+    reads it falling, whatever the progress bar or logger shows."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        loss = trainer.callback_metrics.get("train/loss_epoch")
+        if loss is not None and trainer.is_global_zero:
+            print(f"epoch {trainer.current_epoch}: train loss {float(loss):.4f}", flush=True)
+
+
+def check_debug_settings(cfg: DictConfig) -> None:
+    """Lightning's own fast_dev_run turns off checkpoints and loggers, of which a run record is
+    made: refused before anything is written, naming the preset that does the same check."""
+    if cfg.trainer.get("fast_dev_run"):
+        raise ShiftlabError(
+            f"trainer.fast_dev_run={cfg.trainer.fast_dev_run} turns off the checkpoints and the "
+            "logger that a run record is made of. Use debug=fast_dev_run instead: one batch of "
+            "training, validation and test, with its record under <output_dir>/debug/."
+        )
+
+
 class FirstStep(L.Callback):
     """Notes when the first training batch of the run starts: where its start-up ends."""
 
@@ -194,6 +215,7 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
     ``settings_hash(cfg)`` where the caller has it already (it resolves the whole config)."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
+    check_debug_settings(cfg)
     check_writable(run_dir)
     ensure_manifest(cfg)
     try:
@@ -228,6 +250,8 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
         # W&B's logger masks every other local path by what it is (shiftlab/wandb_logger.py).
         logger.log_hyperparams(settings(cfg))
         callbacks = [checkpoint, last, first_step, FiniteLoss(), StepSeed(cfg.seed)]
+        if cfg.get("debug"):
+            callbacks.append(TrainLossEcho())
         trainer = build_trainer(cfg, run_dir, logger, callbacks)
         fit_started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume and str(resume[0]))
@@ -267,6 +291,8 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
         evaluated = [*validated, *tested]
         result = _result(cfg, datamodule, checkpoint, evaluated, timings, config_hash)
         result["resumed_from_epoch"] = resume and resume[1]
+        if cfg.get("debug"):  # a check of the code path: the report leaves it out
+            result["debug"] = str(cfg.debug)
         # Start-up of this run: from train() to the first training step (None: no step to take).
         at = first_step.at
         result["first_step_s"] = None if at is None else round(at - started, 2)
@@ -298,12 +324,15 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
 
 def summary(result: dict[str, Any]) -> str:
     m, source, target = result["metrics"], result["source"], result["target"]
-    return (
+    text = (
         f"{result['scenario']}  model={result['model']}  seed={result['seed']}\n"
         f"  test AUROC  source {source}: {m[f'test/{source}/auroc']:.3f}\n"
         f"  test AUROC  target {target}: {m[f'test/{target}/auroc']:.3f}\n"
         f"  ΔAUC (target - source): {m['test/delta_auroc']:+.3f}"
     )
+    if result.get("debug"):
+        text += f"\n  a debug run (debug={result['debug']}): it checks the code path, no result"
+    return text
 
 
 register_resolvers()
