@@ -155,14 +155,23 @@ class TrainLossEcho(L.Callback):
             print(f"epoch {trainer.current_epoch}: train loss {float(loss):.4f}", flush=True)
 
 
-def check_debug_settings(cfg: DictConfig) -> None:
-    """Lightning's own fast_dev_run turns off checkpoints and loggers, of which a run record is
-    made: refused before anything is written, naming the preset that does the same check."""
+def check_trainer_settings(cfg: DictConfig) -> None:
+    """Trainer settings a run cannot go through with, refused before anything is made: Lightning's
+    own fast_dev_run turns off checkpoints and loggers, of which a run record is made (the
+    preset debug=fast_dev_run does the same check with them); a GPU asked for (trainer=gpu)
+    where torch sees none."""
     if cfg.trainer.get("fast_dev_run"):
         raise ShiftlabError(
             f"trainer.fast_dev_run={cfg.trainer.fast_dev_run} turns off the checkpoints and the "
             "logger that a run record is made of. Use debug=fast_dev_run instead: one batch of "
             "training, validation and test, with its record under <output_dir>/debug/."
+        )
+    gpus = torch.cuda.is_available() or torch.backends.mps.is_available()
+    if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not gpus:
+        raise ShiftlabError(
+            f"trainer.accelerator={cfg.trainer.accelerator}, but torch sees no GPU here "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}). Run on a machine "
+            "with one, or leave trainer=gpu out (accelerator auto: the GPU where there is one)."
         )
 
 
@@ -215,7 +224,7 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
     ``settings_hash(cfg)`` where the caller has it already (it resolves the whole config)."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    check_debug_settings(cfg)
+    check_trainer_settings(cfg)
     check_writable(run_dir)
     ensure_manifest(cfg)
     try:

@@ -17,6 +17,7 @@ import pandas as pd
 from shiftlab.errors import ShiftlabError
 from shiftlab.record import write_atomic
 from shiftlab.report import characterise, figures
+from shiftlab.report.calibration import calibration_table
 from shiftlab.report.external import external_table
 from shiftlab.report.records import UNRECORDED, Group, Run, differing_settings, group_runs
 from shiftlab.report.stats import CI_LEVEL
@@ -32,6 +33,7 @@ from shiftlab.report.tables import (
 )
 
 STATUSES = ("used", "unusable", "duplicate", "incomplete", "running", "missing")
+WHEN_PRESENT = ("debug",)  # counted only in a report that has such runs
 ABLATIONS = ("injection", "noise")
 UNCHANGED = "the ablation's runs at fraction 0 or alpha 0, which inject and add nothing"
 LISTED = 20  # runs left out that the notes name one by one (runs.csv lists them all)
@@ -72,7 +74,8 @@ def _relative(path: Path, root: Path | None) -> str:
 def _left_out_notes(runs: Sequence[Run], root: Path | None) -> list[str]:
     """A note for each run that has a record or a start but is not in the tables (the first
     ``LISTED``; runs.csv has them all). Runs never started are only counted."""
-    left_out = [r for r in runs if r.status in ("unusable", "duplicate", "incomplete", "running")]
+    shown = ("unusable", "duplicate", "incomplete", "running", "debug")
+    left_out = [r for r in runs if r.status in shown]
     notes = [
         f"Left out ({run.status}): {_relative(run.run_dir, root)}: {run.reason}."
         for run in left_out[:LISTED]
@@ -177,7 +180,8 @@ def build(
     options = options or Options()
     groups = group_runs(runs)
     counts = Counter(run.status for run in runs)
-    count_line = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES)
+    statuses = [*STATUSES, *(s for s in WHEN_PRESENT if counts.get(s))]
+    count_line = ", ".join(f"{counts.get(s, 0)} {s}" for s in statuses)
     if not groups:
         raise ShiftlabError(
             f"no usable run record in {origin} ({len(runs)} run directories: {count_line}). "
@@ -230,6 +234,9 @@ def build(
     external = external_table(groups, notes, lambda path: _relative(path, root))
     if external is not None:  # runs tested on another dataset (python -m shiftlab.evaluate)
         tables["external"] = external
+    calibration = calibration_table(groups, notes)
+    if calibration is not None:  # runs on the synthetic sets (experiment=calibration)
+        tables["calibration"] = calibration
 
     if (out / "report.json").is_file():  # an earlier report here: none of its files may linger
         for folder in ("tables", "figures"):
@@ -260,7 +267,7 @@ def build(
     report = Report(
         out,
         origin,
-        {s: counts.get(s, 0) for s in STATUSES},
+        {s: counts.get(s, 0) for s in statuses},
         tables,
         drawn,
         notes,

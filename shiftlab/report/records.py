@@ -7,6 +7,8 @@ The report reads only what a run leaves behind (``config.yaml``, ``metrics.json`
 - **unusable**: ``done`` is there but a file is missing, unreadable or inconsistent (the reason
   is reported);
 - **duplicate**: a second record of a seed its group already has (the first by path is used);
+- **debug**: a run of a ``debug=`` preset (conf/debug/), a check of the code path on a few
+  batches, whatever its state: its config says ``debug: <preset>``;
 - **incomplete**, **running**, **missing**: as ``python -m shiftlab.grid status`` says.
 
 Only used runs enter a table; every other one is counted and listed in ``runs.csv``.
@@ -64,7 +66,15 @@ class Run:
     group: str | None = None
 
     @property
+    def debug(self) -> str | None:
+        """The debug preset that made the run (conf/debug/), else None."""
+        preset = self.metrics.get("debug") or self.config.get("debug")
+        return str(preset) if preset else None
+
+    @property
     def status(self) -> str:
+        if self.debug is not None:
+            return "debug"
         if self.state != "done":
             return self.state
         if self.problem is not None:
@@ -73,6 +83,8 @@ class Run:
 
     @property
     def reason(self) -> str:
+        if self.debug is not None:
+            return f"a debug run (debug={self.debug}): a check of the code path, not a result"
         if self.problem is not None:
             return self.problem
         if self.duplicate_of is not None:
