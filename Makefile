@@ -23,7 +23,7 @@ synth: $(STAMP)  ## generate the synthetic MRI set as DICOM and ingest it
 train: $(STAMP)  ## the main job: synthetic MRI, train on GE, test on GE and Siemens
 	$(BIN)/python -m shiftlab.train
 
-calibrate: $(STAMP)  ## synthetic ΔAUC per modality vs the study, 5 seeds (about an hour on 2 CPUs)
+calibrate: $(STAMP)  ## experiment=calibration, then its report: synthetic ΔAUC vs the study (1 h on 2 CPUs)
 	$(BIN)/python -m shiftlab.calibrate
 
 # make report                      the report of experiment=paper_grid's run records
