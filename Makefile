@@ -4,18 +4,27 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install synth train calibrate bench bench-step bench-startup bench-grid bench-memory \
-	bench-loader study-hours report test test-slow test-slurm lint clean
+.PHONY: help install lock synth train calibrate bench bench-step bench-startup bench-grid \
+	bench-memory bench-loader study-hours report test test-slow test-slurm lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# constraints.txt: the exact versions (the lock) within pyproject.toml's ranges.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install shiftlab with its pinned dependencies
+install: $(STAMP)  ## create .venv: shiftlab, every extra and the test tools, as locked
+
+lock:  ## resolve pyproject.toml's ranges again into constraints.txt (a scratch venv; minutes)
+	set -e; scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; \
+	$(PYTHON) -m venv "$$scratch"; \
+	"$$scratch/bin/pip" install --quiet ".[dev]"; \
+	{ sed -n '/^#/p' constraints.txt; "$$scratch/bin/pip" list --format=freeze \
+		--exclude shiftlab --exclude pip --exclude setuptools --exclude wheel; } > constraints.new
+	mv constraints.new constraints.txt
 
 synth: $(STAMP)  ## generate the synthetic MRI set as DICOM and ingest it
 	$(BIN)/python -m shiftlab.synth

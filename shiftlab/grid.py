@@ -35,10 +35,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.plugins import Plugins
 from hydra.errors import CompactHydraException
-from hydra.types import RunMode
+from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from shiftlab.errors import ShiftlabError, exit_on_user_error
+from shiftlab.extras import LAUNCHERS, installed, require_launcher, stand_in_for_missing_launchers
 from shiftlab.record import check_writable
 
 # Hydra's first plugin scan executes its plugin modules again, replacing their classes: the basic
@@ -57,7 +58,6 @@ from shiftlab.runs import (  # noqa: E402
 )
 from shiftlab.settings import CONF_DIR  # noqa: E402
 from shiftlab.slurm import answers, check_launcher  # noqa: E402
-from shiftlab.slurm_launcher import SlurmLauncher, sbatch_script, task_arguments  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,15 @@ class ResumableSweeper(BasicSweeper):
     Registered with Hydra below; selected by conf/hydra/sweeper/resumable.yaml.
     """
 
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        try:  # before Hydra instantiates the launcher: a missing one is named with its extra
+            require_launcher(config.get("launcher", {}).get("name"))
+        except ShiftlabError as error:
+            raise GridError(f"error: {error}") from None
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
     def split_arguments(
         self, overrides: list[Override], max_batch_size: int | None
     ) -> list[list[list[str]]]:
@@ -168,7 +177,7 @@ class ResumableSweeper(BasicSweeper):
             prepare_data(starting)
         except ShiftlabError as error:
             raise GridError(f"error: {error}") from None
-        if isinstance(self.launcher, SlurmLauncher):
+        if launcher.get("name") == "slurm":  # shiftlab.slurm_launcher.SlurmLauncher
             self.launcher.run_dirs = {job.overrides: job.run_dir for job in starting}
         todo = [list(job.overrides) for job in starting]
         return list(BasicSweeper.split_overrides_to_chunks(todo, max_batch_size))
@@ -198,11 +207,21 @@ def _publish_plugins() -> None:
     Hydra instantiates sweepers and launchers only from its plugin namespace
     (``hydra_plugins.*``, checked in hydra.core.plugins). Rather than ship a second top-level
     package, shiftlab publishes them there as a module of its own when shiftlab.train or this
-    module is imported.
+    module is imported. The SLURM launcher comes with the slurm extra; launcher presets whose
+    plugin is not installed get a stand-in config, so that they compose (shiftlab.extras).
     """
     name = "hydra_plugins.shiftlab"
+    if not installed("hydra_plugins"):  # no plugin installed (a core install): no namespace
+        sys.modules["hydra_plugins"] = types.ModuleType("hydra_plugins")
+        sys.modules["hydra_plugins"].__path__ = []
     module = sys.modules.get(name) or types.ModuleType(name, "shiftlab's Hydra plugins")
-    for plugin in (ResumableSweeper, SlurmLauncher):
+    plugins: list[type] = [ResumableSweeper]
+    if installed(LAUNCHERS["slurm"].package):
+        from shiftlab.slurm_launcher import SlurmLauncher
+
+        plugins.append(SlurmLauncher)
+    stand_in_for_missing_launchers()
+    for plugin in plugins:
         plugin.__module__ = name
         setattr(module, plugin.__name__, plugin)
         sys.modules[name] = module
@@ -293,6 +312,9 @@ def write_sbatch(overrides: Sequence[str], output: str | None = None) -> Path:
     master, jobs = grid(overrides)
     if master.get("launcher", {}).get("name") != "slurm":
         raise ShiftlabError("the sbatch script is for launcher=slurm; add it to the overrides.")
+    require_launcher("slurm")
+    from shiftlab.slurm_launcher import sbatch_script
+
     starting = to_start(jobs)
     if not starting:
         raise ShiftlabError(f"nothing to submit: {counts(jobs)}")
@@ -320,6 +342,8 @@ def write_sbatch(overrides: Sequence[str], output: str | None = None) -> Path:
 
 def _check_task_run_dir(job: Job) -> None:
     """An array task, started as one run, must compose the run directory the grid planned."""
+    from shiftlab.slurm_launcher import task_arguments
+
     with config_loader() as loader:
         single = loader.load_configuration(
             config_name="train",

@@ -18,9 +18,11 @@ from typing import Any
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from shiftlab.extras import require
 from shiftlab.local_paths import mask_local_paths, mask_text
 
-# wandb.Settings that keep the machine out of the run (named as in wandb 0.31, the pinned version):
+# wandb.Settings that keep the machine out of the run (named as in wandb 0.22 to 0.31, the range
+# pyproject.toml allows and tests/test_wandb.py checks):
 # no system metadata (argv, program, executable, cwd, host), no git state, no code.
 PRIVATE = {
     "x_disable_meta": True,
@@ -34,6 +36,7 @@ class MaskedWandbLogger(WandbLogger):
     """WandbLogger with ``PRIVATE`` settings and local paths masked in all it sends."""
 
     def __init__(self, *, settings: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        require("wandb", extra="wandb", needed_by="logger=wandb")
         for key in _TEXT_ARGUMENTS:
             if isinstance(kwargs.get(key), str):
                 kwargs[key] = mask_text(kwargs[key])

@@ -10,13 +10,14 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pandas as pd
 
 from shiftlab.errors import ShiftlabError
 from shiftlab.record import write_atomic
-from shiftlab.report import characterise, figures
+from shiftlab.report import characterise
 from shiftlab.report.calibration import calibration_table
 from shiftlab.report.external import external_table
 from shiftlab.report.records import UNRECORDED, Group, Run, differing_settings, group_runs
@@ -178,6 +179,8 @@ def build(
 ) -> Report:
     """Write the report of these runs into ``out`` and return it."""
     options = options or Options()
+    if options.figures:  # matplotlib, the report extra: a missing one is named before any work
+        from shiftlab.report import figures
     groups = group_runs(runs)
     counts = Counter(run.status for run in runs)
     statuses = [*STATUSES, *(s for s in WHEN_PRESENT if counts.get(s))]
@@ -262,7 +265,7 @@ def build(
 
     drawn: list[Path] = []
     if options.figures:
-        drawn = _draw(out / "figures", tables, seeds, histograms)
+        drawn = _draw(figures, out / "figures", tables, seeds, histograms)
     files += drawn
     report = Report(
         out,
@@ -281,7 +284,11 @@ def build(
 
 
 def _draw(
-    folder: Path, tables: dict[str, Table], seeds: pd.DataFrame, histograms: list[dict[str, Any]]
+    figures: ModuleType,
+    folder: Path,
+    tables: dict[str, Table],
+    seeds: pd.DataFrame,
+    histograms: list[dict[str, Any]],
 ) -> list[Path]:
     drawn = []
     if "scenarios" in tables:

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from shiftlab.errors import ShiftlabError
+from shiftlab.extras import require
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 HISTOGRAM_BINS = 16
@@ -161,6 +162,7 @@ def domain_classifier_auroc(
     features: np.ndarray, domain: np.ndarray, patients: np.ndarray, folds: int = FOLDS
 ) -> dict[str, Any]:
     """Cross-validated (by patient) AUROC of a logistic regression predicting the domain."""
+    require("sklearn", extra="report", needed_by="Vendor separability (or --no-characterisation)")
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedGroupKFold

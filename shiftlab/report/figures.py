@@ -16,10 +16,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
-from shiftlab.report.tables import STUDY_DELTA
+from shiftlab.extras import require
+
+require("matplotlib", extra="report", needed_by="Drawing the report's figures (or --no-figures)")
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from shiftlab.report.tables import STUDY_DELTA  # noqa: E402
 
 DPI = 150
 COLOURS = {"MRI": "#1f77b4", "X-ray": "#ff7f0e", "CT": "#2ca02c"}

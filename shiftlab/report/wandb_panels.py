@@ -34,11 +34,13 @@ from typing import Any
 import yaml
 
 from shiftlab.errors import ShiftlabError, exit_on_user_error
+from shiftlab.extras import require
 
 LOGGER_CONFIG = Path(__file__).resolve().parents[2] / "conf" / "logger" / "wandb.yaml"
 DELTA = "test/delta_auroc"
 IN_DOMAIN = "test/in_domain_auroc"
 CROSS_DOMAIN = "test/cross_domain_auroc"
+NEEDED_BY = "The W&B views (python -m shiftlab.report.wandb_panels)"
 NOTE = (
     "Mirror of `python -m shiftlab.report`: bars and points are means over seeds, whiskers the "
     "SD over seeds. The report's tables add the 95% patient-bootstrap interval of ΔAUC and the "
@@ -52,7 +54,7 @@ def default_project() -> str:
 
 
 def _curves(setting: str, label: str) -> list[Any]:
-    import wandb_workspaces.reports.v2 as wr
+    wr = require("wandb_workspaces.reports.v2", extra="wandb", needed_by=NEEDED_BY)
 
     x = wr.Config(f"shift.{setting}")
     return [
@@ -79,8 +81,8 @@ def _curves(setting: str, label: str) -> list[Any]:
 
 def views(entity: str, project: str) -> list[Any]:
     """The three workspace views (wandb_workspaces.workspaces.Workspace), built offline."""
-    import wandb_workspaces.reports.v2 as wr
-    import wandb_workspaces.workspaces as ws
+    wr = require("wandb_workspaces.reports.v2", extra="wandb", needed_by=NEEDED_BY)
+    ws = require("wandb_workspaces.workspaces", extra="wandb", needed_by=NEEDED_BY)
 
     def view(name: str, shift: str, sections: list[Any]) -> Any:
         return ws.Workspace(
