@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.environments import LightningEnvironment
@@ -166,12 +167,13 @@ def check_trainer_settings(cfg: DictConfig) -> None:
             "logger that a run record is made of. Use debug=fast_dev_run instead: one batch of "
             "training, validation and test, with its record under <output_dir>/debug/."
         )
-    gpus = torch.cuda.is_available() or torch.backends.mps.is_available()
+    # Lightning's own test of what accelerator=gpu takes (CUDA or Apple's MPS).
+    gpus = CUDAAccelerator.is_available() or MPSAccelerator.is_available()
     if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not gpus:
         raise ShiftlabError(
             f"trainer.accelerator={cfg.trainer.accelerator}, but torch sees no GPU here "
-            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}). Run on a machine "
-            "with one, or leave trainer=gpu out (accelerator auto: the GPU where there is one)."
+            f"(torch {torch.__version__}). Run on a machine with one, or leave trainer=gpu out "
+            "(accelerator auto: the GPU where there is one)."
         )
 
 
