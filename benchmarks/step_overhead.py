@@ -46,7 +46,13 @@ from shiftlab.data.datamodule import ShiftDataModule
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import instantiate
 from shiftlab.settings import register_resolvers
-from shiftlab.train import _quiet_library_noise, build_checkpoints, build_model, build_trainer
+from shiftlab.train import (
+    _quiet_library_noise,
+    build_checkpoints,
+    build_loggers,
+    build_model,
+    build_trainer,
+)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 STUDY_BATCH_SIZE = 50
@@ -102,9 +108,9 @@ def shiftlab_epochs(
     shutil.rmtree(run_dir, ignore_errors=True)
     model = build_model(cfg, datamodule)
     checkpoint, last = build_checkpoints(cfg, run_dir)
-    logger = instantiate(cfg.logger, save_dir=str(run_dir))
+    loggers = build_loggers(cfg, run_dir)
     clock = EpochStarts()
-    trainer = build_trainer(cfg, run_dir, logger, [checkpoint, last, clock])
+    trainer = build_trainer(cfg, run_dir, loggers, [checkpoint, last, clock])
     trainer.fit(model, datamodule=datamodule)
     total = Clock.now().since(clock.starts[warmup])
     timed = len(clock.starts) - warmup

@@ -6,7 +6,8 @@ wherever they are interpolated), how the run is logged (``logger``) or launched 
 what the trainer only displays (``DISPLAY_ONLY``) and Hydra's own settings do not change a result
 and are left out. The same settings are what reaches W&B, where every other value that is a local
 path, or text that holds one, is masked too (``shiftlab.local_paths``): a folder name can be a
-PatientID.
+PatientID. The hash reads the optimiser settings of shiftlab 0.1.0's shape where they mean the
+same (``hashed_settings``), so run directories made before ``optim`` named its class keep theirs.
 """
 
 from __future__ import annotations
@@ -40,8 +41,41 @@ def settings(cfg: DictConfig) -> dict[str, Any]:
     return {key: value for key, value in resolved.items() if key not in NOT_SETTINGS}
 
 
+# How ``optim`` read before it named its class (shiftlab 0.1.0): Adam's ``lr`` and
+# ``weight_decay``, and ``scheduler: cosine | none``, now the ``scheduler`` group. These are the
+# group's options as shipped; a run of Adam with one of them hashes in the old shape, so the run
+# directories of 0.1.0 keep their names and a relaunch finds them (tests/test_schema.py).
+ADAM = "torch.optim.Adam"
+SCHEDULERS_OF_0_1 = {
+    "cosine": {
+        "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+        "_partial_": True,
+        "interval": "step",
+        "run_length_argument": "T_max",
+    },
+    "none": {"_target_": None},
+}
+
+
+def hashed_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings as the hash reads them: an Adam run with a scheduler that 0.1.0 had, in the
+    shape ``optim`` had then; every other optimiser or schedule as it is."""
+    optim, scheduler = values.get("optim"), values.get("scheduler")
+    if not (isinstance(optim, dict) and isinstance(scheduler, dict)):
+        return values
+    if optim.get("_target_") != ADAM or optim.get("_partial_") is not True:
+        return values
+    if set(optim) != {"_target_", "_partial_", "lr", "weight_decay"}:
+        return values
+    name = next((n for n, shape in SCHEDULERS_OF_0_1.items() if shape == scheduler), None)
+    if name is None:
+        return values
+    old = {"lr": optim["lr"], "weight_decay": optim["weight_decay"], "scheduler": name}
+    return {**{k: v for k, v in values.items() if k != "scheduler"}, "optim": old}
+
+
 def settings_hash(cfg: DictConfig) -> str:
-    text = json.dumps(settings(cfg), sort_keys=True, default=str)
+    text = json.dumps(hashed_settings(settings(cfg)), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -29,13 +29,14 @@ import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from hydra.utils import get_class
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.environments import LightningEnvironment
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import shiftlab.grid  # noqa: F401  (publishes the resumable sweeper that multiruns use to Hydra)
 from shiftlab.checks import explained
@@ -49,8 +50,10 @@ from shiftlab.models.classifier import ShiftClassifier
 from shiftlab.provenance import provenance, trained_by
 from shiftlab.record import FAILURE, RunRecord, check_writable
 from shiftlab.runs import RunLock, describe
+from shiftlab.schema import check_train_config
 from shiftlab.seeding import StepSeed
 from shiftlab.settings import CONF_DIR, register_resolvers, settings, settings_hash
+from shiftlab.wandb_logger import wandb_run_id
 
 CHECKPOINT_RULE = "highest source-validation AUROC, earliest epoch on ties"
 
@@ -189,16 +192,34 @@ class FirstStep(L.Callback):
 
 
 def build_model(cfg: DictConfig, datamodule: ShiftDataModule) -> ShiftClassifier:
-    """The run's LightningModule, its network initialised from ``cfg.seed``."""
+    """The run's LightningModule, its network initialised from ``cfg.seed``; its optimiser and
+    schedule are ``cfg.optim`` and ``cfg.scheduler``, built when training starts."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     return ShiftClassifier(
         net=instantiate(cfg.model.net),
         val_domains=datamodule.val_domains,
         test_domains=datamodule.test_domains,
+        optimizer=OmegaConf.to_container(cfg.optim, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         channels_last=cfg.runtime.channels_last,
         compile_net=cfg.runtime.compile,
-        **cfg.optim,
     )
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, wandb_id: str | None = None) -> list[Logger]:
+    """The run record's CSV curves first (``csv/metrics.csv``, which ``RunRecord`` keeps per
+    attempt), then every other logger of ``cfg.logger``; a W&B logger gets ``wandb_id`` as its run
+    id unless its config names one."""
+    loggers = [instantiate(cfg.logger.csv, save_dir=str(run_dir))]
+    for name, config in cfg.logger.items():
+        if name == "csv":
+            continue
+        extra: dict[str, Any] = {"save_dir": str(run_dir)}
+        is_wandb = issubclass(get_class(config._target_), WandbLogger)
+        if wandb_id and is_wandb and not config.get("id"):
+            extra["id"] = wandb_id
+        loggers.append(instantiate(config, **extra))
+    return loggers
 
 
 def build_checkpoints(cfg: DictConfig, run_dir: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
@@ -210,12 +231,16 @@ def build_checkpoints(cfg: DictConfig, run_dir: Path) -> tuple[ModelCheckpoint, 
 
 
 def build_trainer(
-    cfg: DictConfig, run_dir: Path, logger: Any, callbacks: list[L.Callback], **overrides: Any
+    cfg: DictConfig,
+    run_dir: Path,
+    loggers: list[Logger],
+    callbacks: list[L.Callback],
+    **overrides: Any,
 ) -> L.Trainer:
     return instantiate(
         cfg.trainer,
         default_root_dir=str(run_dir),
-        logger=logger,
+        logger=loggers,
         callbacks=callbacks,
         **overrides,
     )
@@ -226,6 +251,7 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
     ``settings_hash(cfg)`` where the caller has it already (it resolves the whole config)."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
+    check_train_config(cfg)  # before anything is made: seed=abc, optim.lr=fast, ...
     check_trainer_settings(cfg)
     check_writable(run_dir)
     ensure_manifest(cfg)
@@ -253,17 +279,19 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
     model = build_model(cfg, datamodule)
     checkpoint, last = build_checkpoints(cfg, run_dir)
     first_step = FirstStep()
-    logger = None
+    loggers: list[Logger] = []
     failed = True
     try:
-        logger = instantiate(cfg.logger, save_dir=str(run_dir))
-        # What reaches the logger: settings with the data locations masked, never patient data;
+        # A resumed attempt continues the W&B run of the attempt that began its training.
+        loggers = build_loggers(cfg, run_dir, wandb_run_id(config_hash, record.attempts()))
+        # What reaches the loggers: settings with the data locations masked, never patient data;
         # W&B's logger masks every other local path by what it is (shiftlab/wandb_logger.py).
-        logger.log_hyperparams(settings(cfg))
+        for logger in loggers:
+            logger.log_hyperparams(settings(cfg))
         callbacks = [checkpoint, last, first_step, FiniteLoss(), StepSeed(cfg.seed)]
         if cfg.get("debug"):
             callbacks.append(TrainLossEcho())
-        trainer = build_trainer(cfg, run_dir, logger, callbacks)
+        trainer = build_trainer(cfg, run_dir, loggers, callbacks)
         fit_started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume and str(resume[0]))
         test_started = time.perf_counter()
@@ -280,7 +308,7 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
             trainer = build_trainer(
                 cfg,
                 run_dir,
-                logger,
+                loggers,
                 [],
                 devices=1,
                 num_nodes=1,
@@ -314,8 +342,9 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
         if datamodule.shift["name"] == "injection":
             record.write_table("injected.csv", datamodule.injection_table())
         record.write_metrics(result)
-        if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(mask_local_paths(_wandb_summary(result)))
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update(mask_local_paths(_wandb_summary(result)))
         record.finish()
         failed = False
     except BaseException as error:
@@ -326,7 +355,7 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
                 error.args = (f"{error} (recorded in {record.dir / FAILURE})",)
         raise
     finally:
-        if isinstance(logger, WandbLogger):
+        if any(isinstance(logger, WandbLogger) for logger in loggers):
             import wandb  # only when W&B is in use: importing it costs a second
 
             wandb.finish(exit_code=1 if failed else 0)
@@ -373,6 +402,7 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     _quiet_library_noise()
     # In a multirun a failed run is reported and the sweep goes on (shiftlab.grid lists failures).
+    result = None
     with exit_on_user_error(stop=HydraConfig.get().mode != RunMode.MULTIRUN):
         launcher = cfg.get("launcher") or {}
         if launcher.get("slot_dir"):  # launcher=local_gpus: this worker's own GPU, before CUDA

@@ -7,12 +7,22 @@ every value that reaches W&B through the logger (the run config, its name, group
 ``shiftlab.train`` masks the summary alike) has its local paths masked by what it is
 (``shiftlab.local_paths``). The W&B folder itself stays in the run directory; its ``debug.log``
 names that folder, which is where it is written.
+
+A run's W&B run has the id ``wandb_run_id`` gives: the run's settings hash and the start of the
+attempt that began its training. A resumed attempt continues that W&B run (W&B's ``resume="allow"``,
+which Lightning's logger sets); a run trained from scratch again (its folder deleted, or killed
+before its first checkpoint) starts a new one: W&B keeps a run's history and holds a deleted run's
+id for days (wandb/wandb#3424, wandb/docs#1117), so a bare settings hash would mix two trainings
+in one W&B run, or fail. Offline, each attempt is a folder ``wandb/offline-run-<time>-<id>`` of
+the run directory; ``wandb sync`` uploads the folders of one id as one run, in order of start
+(``wandb sync --help``, wandb 0.31).
 """
 
 from __future__ import annotations
 
+import time
 from argparse import Namespace
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
@@ -30,6 +40,18 @@ PRIVATE = {
     "disable_code": True,
 }
 _TEXT_ARGUMENTS = ("name", "group", "notes", "job_type")
+
+
+def wandb_run_id(config_hash: str, attempts: Sequence[Mapping[str, Any]]) -> str:
+    """``<settings hash>-<UTC start of the training>``: the same for every attempt that resumes
+    it (``attempts.json``: ``resumed_from_epoch`` set), new when an attempt trains from scratch."""
+    fresh = [i for i, attempt in enumerate(attempts) if attempt.get("resumed_from_epoch") is None]
+    if not fresh:
+        return config_hash
+    started = attempts[fresh[-1]].get("started_at")
+    if not isinstance(started, int | float):
+        return f"{config_hash}-attempt{fresh[-1]}"
+    return f"{config_hash}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(started))}"
 
 
 class MaskedWandbLogger(WandbLogger):

@@ -24,7 +24,7 @@ def test_default_train_config_is_the_synthetic_mri_job(tmp_path: Path) -> None:
     assert (cfg.source, cfg.target) == ("ge", "siemens")
     assert cfg.seed == 0 and cfg.split_seed == 0
     assert cfg.model.name == "mrnet2d"
-    assert cfg.logger._target_.endswith("CSVLogger")
+    assert set(cfg.logger) == {"csv"} and cfg.logger.csv._target_.endswith("CSVLogger")
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
@@ -101,7 +101,7 @@ def test_wandb_logger_groups_by_scenario(tmp_path: Path, monkeypatch: pytest.Mon
         "target=ge",
         "seed=7",
     )
-    logger = OmegaConf.to_container(cfg.logger, resolve=True)
+    logger = OmegaConf.to_container(cfg.logger.wandb, resolve=True)
     assert logger["_target_"] == "shiftlab.wandb_logger.MaskedWandbLogger"
     assert logger["group"] == "mri_breast/siemens->ge"
     assert logger["name"] == "mrnet2d-seed7"
@@ -113,7 +113,7 @@ def test_wandb_logger_groups_by_scenario(tmp_path: Path, monkeypatch: pytest.Mon
     }
     assert logger["mode"] == "offline", "nothing may leave the machine unless asked for"
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert compose_train(tmp_path, tmp_path, "logger=wandb").logger.mode == "disabled"
+    assert compose_train(tmp_path, tmp_path, "logger=wandb").logger.wandb.mode == "disabled"
 
 
 @pytest.mark.parametrize("dataset", [None, *DATASETS])
