@@ -15,7 +15,6 @@ import contextlib
 import io
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -27,9 +26,8 @@ from shiftlab.data.prepare import ensure_manifest
 from shiftlab.data.preprocess import read_slices
 from shiftlab.errors import instantiate
 from shiftlab.manifest import PATH_SEPARATOR
-from shiftlab.settings import register_resolvers
+from shiftlab.settings import CONF_DIR, register_resolvers
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 DATASETS = ("synthetic_mri", "synthetic_ct", "synthetic_xray")
 
 

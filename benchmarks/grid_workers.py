@@ -75,13 +75,13 @@ def prepare(args: argparse.Namespace, data_dir: Path, output_dir: Path) -> None:
 
     from shiftlab.data.prepare import ensure_manifest
     from shiftlab.errors import instantiate
-    from shiftlab.settings import register_resolvers
+    from shiftlab.settings import CONF_DIR, register_resolvers
 
     register_resolvers()
     datasets = SMOKE_DATASETS[:1] if args.quick else SMOKE_DATASETS
     for name in datasets:
         overrides = [*grid_overrides(args, data_dir, output_dir), f"dataset={name}"]
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="train", overrides=overrides)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             ensure_manifest(cfg)

@@ -65,10 +65,10 @@ def prepare(dataset: str, patients: int, data_dir: Path, output: Path) -> tuple[
 
     from shiftlab.data.prepare import ensure_manifest
     from shiftlab.errors import instantiate
-    from shiftlab.settings import register_resolvers
+    from shiftlab.settings import CONF_DIR, register_resolvers
 
     register_resolvers()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             config_name="train", overrides=overrides(dataset, patients, 1, data_dir, output)
         )

@@ -105,10 +105,10 @@ def warm_cache(args: argparse.Namespace, data_dir: Path, output_dir: Path) -> No
 
     from shiftlab.data.prepare import ensure_manifest
     from shiftlab.errors import instantiate
-    from shiftlab.settings import register_resolvers
+    from shiftlab.settings import CONF_DIR, register_resolvers
 
     register_resolvers()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides(args, data_dir, output_dir))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         ensure_manifest(cfg)

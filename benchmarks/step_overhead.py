@@ -45,7 +45,7 @@ from torchmetrics.functional.classification import binary_auroc
 from shiftlab.data.datamodule import ShiftDataModule
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import instantiate
-from shiftlab.settings import register_resolvers
+from shiftlab.settings import CONF_DIR, register_resolvers
 from shiftlab.train import (
     _quiet_library_noise,
     build_checkpoints,
@@ -54,7 +54,6 @@ from shiftlab.train import (
     build_trainer,
 )
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 STUDY_BATCH_SIZE = 50
 
 

@@ -1,7 +1,8 @@
 """Shared fixtures: the real config tree, synthetic DICOM sets and one trained run per session.
 
-Everything here goes through the real pieces: Hydra composes ``conf/``, the synthetic generator
-writes DICOM files through the dataset config, ingest builds the manifest, and Lightning trains.
+Everything here goes through the real pieces: Hydra composes the config tree (``CONF_DIR``), the
+synthetic generator writes DICOM files through the dataset config, ingest builds the manifest, and
+Lightning trains.
 Every path a test writes to is a pytest temporary directory; W&B is forced offline.
 """
 
@@ -21,10 +22,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from shiftlab.data.prepare import ensure_manifest
-from shiftlab.settings import register_resolvers
+from shiftlab.settings import CONF_DIR, register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
 
 # The default synthetic set (400 patients per vendor): the size the user's default run trains on.
 FULL_PATIENTS = 400

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import CONF_DIR, REPO
 
 from shiftlab.data.loading import loader_options, loader_workers, usable_cores
 from shiftlab.models.classifier import ShiftClassifier
@@ -57,9 +57,7 @@ def test_quick_cpu_run_gives_every_row(gpu_throughput, tmp_path: Path) -> None:
 def test_presets_read_without_hydra_match_hydra(gpu_throughput) -> None:
     """The GPU machine has no Hydra: the script's own YAML reading must give the same sizes."""
     for case in gpu_throughput.CASES:
-        dataset = (
-            case.dataset if (REPO / "conf/dataset" / f"{case.dataset}.yaml").exists() else None
-        )
+        dataset = case.dataset if (CONF_DIR / "dataset" / f"{case.dataset}.yaml").exists() else None
         if dataset is None:
             continue
         composed = gpu_throughput._hydra_config(case, dataset)

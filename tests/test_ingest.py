@@ -24,9 +24,8 @@ from shiftlab.ingest import run_ingest, scan_dicom_tree
 from shiftlab.labels import read_label_table
 from shiftlab.manifest import COLUMNS, assign_splits, load_manifest
 from shiftlab.pseudonym import load_or_create_key, pseudonym
+from shiftlab.settings import CONF_DIR
 
-REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
 N_PATIENTS = 20
 N_SLICES = 4
 # (raw Manufacturer, vendor, orientation, model, field strength)

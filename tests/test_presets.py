@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, compose_train
+from conftest import CONF_DIR, REPO, compose_train
 
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import ShiftlabError
@@ -45,7 +45,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_presets_are_the_seven_of_the_study() -> None:
-    presets = {p.stem for p in (REPO / "conf" / "dataset").glob("*.yaml")}
+    presets = {p.stem for p in (CONF_DIR / "dataset").glob("*.yaml")}
     assert set(PRESETS) <= presets
 
 

@@ -35,8 +35,9 @@ import yaml
 
 from shiftlab.errors import ShiftlabError, exit_on_user_error
 from shiftlab.extras import require
+from shiftlab.settings import CONF_DIR
 
-LOGGER_CONFIG = Path(__file__).resolve().parents[2] / "conf" / "logger" / "wandb.yaml"
+LOGGER_CONFIG = CONF_DIR / "logger" / "wandb.yaml"
 DELTA = "test/delta_auroc"
 IN_DOMAIN = "test/in_domain_auroc"
 CROSS_DOMAIN = "test/cross_domain_auroc"
@@ -49,7 +50,7 @@ NOTE = (
 
 
 def default_project() -> str:
-    """The project ``logger=wandb`` logs to (conf/logger/wandb.yaml)."""
+    """The project ``logger=wandb`` logs to (``logger/wandb.yaml`` of the config tree)."""
     return str(yaml.safe_load(LOGGER_CONFIG.read_text())["project"])
 
 
