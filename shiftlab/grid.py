@@ -6,10 +6,11 @@
 
 A grid is a Hydra multirun (``python -m shiftlab.train experiment=paper_grid``). Its run
 directories are named by the settings hash, so a relaunch finds the runs of earlier launches:
-``ResumableSweeper`` (Hydra's basic sweeper, configured in conf/hydra/sweeper/) leaves out runs
-that are done or held by a live process, and hands the rest to the launcher; an incomplete run
-resumes from its last checkpoint (``shiftlab.train``). The same planning, without launching, is
-what ``status`` and ``dry-run`` print. Run states and the lock of a run in flight are
+the resumable sweeper (a Hydra plugin: hydra_plugins/shiftlab_plugins/resumable_sweeper.py)
+expands the grid as Hydra's basic sweeper does, leaves out runs that are done or held by a live
+process, and hands the rest to the launcher; an incomplete run resumes from its last checkpoint
+(``shiftlab.train``). Its planning is here (``launch_plan``); the same planning, without
+launching, is what ``status`` and ``dry-run`` print. Run states and the lock of a run in flight are
 ``shiftlab.runs``; one GPU per worker is ``shiftlab.gpu_slots``; the SLURM launcher and script
 are ``shiftlab.slurm_launcher``, checked against the cluster by ``shiftlab.slurm``.
 """
@@ -18,46 +19,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import logging
 import shlex
-import sys
-import time
-import types
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
-from hydra.core.plugins import Plugins
 from hydra.errors import CompactHydraException
-from hydra.types import HydraContext, RunMode, TaskFunction
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from shiftlab.errors import ShiftlabError, exit_on_user_error
-from shiftlab.extras import LAUNCHERS, installed, require_launcher, stand_in_for_missing_launchers
+from shiftlab.extras import require_launcher
+from shiftlab.gpu_slots import NO_GPU
 from shiftlab.record import check_writable
-
-# Hydra's first plugin scan executes its plugin modules again, replacing their classes: the basic
-# sweeper is taken after that scan, or a subclass of it would not be a subclass of Hydra's.
-Plugins.instance()
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: E402
-
-from shiftlab.gpu_slots import NO_GPU  # noqa: E402
-from shiftlab.runs import (  # noqa: E402
-    STATES,
-    describe,
-    failures,
-    lock_holder,
-    run_state,
-    slurm_job,
-)
-from shiftlab.settings import CONF_DIR  # noqa: E402
-from shiftlab.slurm import answers, check_launcher  # noqa: E402
+from shiftlab.runs import STATES, describe, failures, lock_holder, run_state, slurm_job
+from shiftlab.settings import CONF_DIR
+from shiftlab.slurm import answers, check_launcher
 
 log = logging.getLogger(__name__)
 
@@ -128,107 +112,84 @@ def to_start(jobs: Sequence[Job]) -> list[Job]:
 
 
 class GridError(CompactHydraException):
-    """A ShiftlabError met before launching: Hydra prints its message alone and exits with 1."""
+    """A ShiftlabError met by a multirun: Hydra prints its message alone and exits with 1."""
 
 
-class ResumableSweeper(BasicSweeper):
-    """Hydra's basic sweeper, less the runs that are done or held by a live process.
+@contextlib.contextmanager
+def grid_errors() -> Iterator[None]:
+    """Inside a multirun, a ShiftlabError (a mistake the user can fix) as a GridError."""
+    try:
+        yield
+    except ShiftlabError as error:
+        raise GridError(f"error: {error}") from None
 
-    Registered with Hydra below; selected by conf/hydra/sweeper/resumable.yaml.
+
+def sweep_jobs(overrides: Sequence[Override]) -> list[list[str]]:
+    """Every job of a sweep: the cartesian product of the overrides' values (``a=1,2 b=x,y``
+    gives four jobs), as Hydra's basic sweeper makes it, in its order.
+
+    A key given again keeps its first place and takes the last value (the command line's
+    ``seed=3`` replaces a preset's ``seed: range(0,10)``).
     """
-
-    def setup(
-        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
-    ) -> None:
-        try:  # before Hydra instantiates the launcher: a missing one is named with its extra
-            require_launcher(config.get("launcher", {}).get("name"))
-        except ShiftlabError as error:
-            raise GridError(f"error: {error}") from None
-        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-
-    def split_arguments(
-        self, overrides: list[Override], max_batch_size: int | None
-    ) -> list[list[list[str]]]:
-        try:
-            check_writable(self.config.hydra.sweep.dir)
-        except ShiftlabError as error:
-            raise GridError(f"error: {error}") from None
-        [jobs] = BasicSweeper.split_arguments(overrides, None)
-        planned = plan(self.hydra_context.config_loader, self.config, jobs)
-        starting = to_start(planned)
-        log.info(f"{len(planned)} runs: {counts(planned)}; starting {len(starting)}")
-        for job in planned:
-            if job.state == "running":
-                holder = lock_holder(job.run_dir)
-                where = describe(holder) if holder else f"SLURM job {slurm_job(job.run_dir)}"
-                log.info(f"\trunning elsewhere ({where}): {job.describe()}")
-            elif job.state in WHEN_PRESENT:
-                log.info(f"\t{job.state} ({waiting(job)}): {job.describe()}")
-        self.started = [job.run_dir for job in starting]
-        if not starting:
-            return []
-        try:
-            launcher = self.config.get("launcher", {})
-            if launcher.get("name") == "local_gpus" and int(launcher.gpus) < 1:
-                raise ShiftlabError(NO_GPU)
-            if launcher.get("name") == "slurm":
-                # Sizes no node can hold: sbatch refuses them, or the tasks pend for good.
-                check_launcher(OmegaConf.to_container(self.config.hydra.launcher, resolve=True))
-            prepare_data(starting)
-        except ShiftlabError as error:
-            raise GridError(f"error: {error}") from None
-        if launcher.get("name") == "slurm":  # shiftlab.slurm_launcher.SlurmLauncher
-            self.launcher.run_dirs = {job.overrides: job.run_dir for job in starting}
-        todo = [list(job.overrides) for job in starting]
-        return list(BasicSweeper.split_overrides_to_chunks(todo, max_batch_size))
-
-    def sweep(self, arguments: list[str]) -> Any:
-        """Hydra's sweep, then the runs of this launch that failed, if any: one line each (from
-        their failure.json), and exit status 1. A failed run does not stop the others."""
-        since, self.started = time.time(), []
-        try:
-            return super().sweep(arguments)
-        except ShiftlabError as error:  # from the launcher (SLURM refused the array)
-            raise GridError(f"error: {error}") from None
-        finally:
-            failed = failures(self.started, since)
-            if failed:
-                lines = [f"  {_relative(run_dir)}: {reason}" for run_dir, reason in failed]
-                raise GridError(
-                    f"error: {len(failed)} of {len(self.started)} runs failed (failure.json in "
-                    "each; a relaunch tries them again):\n" + "\n".join(lines)
-                )
+    choices: dict[str, list[str]] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise GridError(
+                f"error: {key}: a grid's values are a list (a,b,c) or range(start,stop[,step]); "
+                "interval(...) is for sweepers that search"
+            )
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
-def _publish_plugins() -> None:
-    """Make ``hydra_plugins.shiftlab.ResumableSweeper`` and ``.SlurmLauncher`` importable and
-    known to Hydra.
+def launch_plan(
+    loader: ConfigLoader, master: DictConfig, overrides: Sequence[Override]
+) -> list[Job]:
+    """The jobs a multirun of ``overrides`` starts: the grid's runs that are missing or incomplete.
 
-    Hydra instantiates sweepers and launchers only from its plugin namespace
-    (``hydra_plugins.*``, checked in hydra.core.plugins). Rather than ship a second top-level
-    package, shiftlab publishes them there as a module of its own when shiftlab.train or this
-    module is imported. The SLURM launcher comes with the slurm extra; launcher presets whose
-    plugin is not installed get a stand-in config, so that they compose (shiftlab.extras).
+    What it finds is logged (counts, runs held elsewhere or waiting in SLURM's queue); before
+    anything starts, the output folder, the launcher's sizes and every dataset of the jobs are
+    checked (and synthetic sets generated). Mistakes are a GridError.
     """
-    name = "hydra_plugins.shiftlab"
-    if not installed("hydra_plugins"):  # no plugin installed (a core install): no namespace
-        sys.modules["hydra_plugins"] = types.ModuleType("hydra_plugins")
-        sys.modules["hydra_plugins"].__path__ = []
-    module = sys.modules.get(name) or types.ModuleType(name, "shiftlab's Hydra plugins")
-    plugins: list[type] = [ResumableSweeper]
-    if installed(LAUNCHERS["slurm"].package):
-        from shiftlab.slurm_launcher import SlurmLauncher
+    with grid_errors():
+        check_writable(master.hydra.sweep.dir)
+    planned = plan(loader, master, sweep_jobs(overrides))
+    starting = to_start(planned)
+    log.info(f"{len(planned)} runs: {counts(planned)}; starting {len(starting)}")
+    for job in planned:
+        if job.state == "running":
+            holder = lock_holder(job.run_dir)
+            where = describe(holder) if holder else f"SLURM job {slurm_job(job.run_dir)}"
+            log.info(f"\trunning elsewhere ({where}): {job.describe()}")
+        elif job.state in WHEN_PRESENT:
+            log.info(f"\t{job.state} ({waiting(job)}): {job.describe()}")
+    if not starting:
+        return []
+    launcher = master.get("launcher", {})
+    with grid_errors():
+        if launcher.get("name") == "local_gpus" and int(launcher.gpus) < 1:
+            raise ShiftlabError(NO_GPU)
+        if launcher.get("name") == "slurm":
+            # Sizes no node can hold: sbatch refuses them, or the tasks pend for good.
+            check_launcher(OmegaConf.to_container(master.hydra.launcher, resolve=True))
+        prepare_data(starting)
+    return starting
 
-        plugins.append(SlurmLauncher)
-    stand_in_for_missing_launchers()
-    for plugin in plugins:
-        plugin.__module__ = name
-        setattr(module, plugin.__name__, plugin)
-        sys.modules[name] = module
-        Plugins.instance().register(plugin)
 
-
-_publish_plugins()
+def check_failures(started: Sequence[Path], since: float) -> None:
+    """The runs of a launch that failed since ``since``, if any, as a GridError: one line each
+    (from their failure.json), and exit status 1. A failed run does not stop the others."""
+    failed = failures(started, since)
+    if failed:
+        lines = [f"  {_relative(run_dir)}: {reason}" for run_dir, reason in failed]
+        raise GridError(
+            f"error: {len(failed)} of {len(started)} runs failed (failure.json in each; a "
+            "relaunch tries them again):\n" + "\n".join(lines)
+        )
 
 
 # --- the command line -------------------------------------------------------------------------
@@ -255,8 +216,7 @@ def expand(loader: ConfigLoader, overrides: Sequence[str]) -> tuple[DictConfig, 
     arguments = [f"{key}={value}" for key, value in params.items()]
     arguments += list(master.hydra.overrides.task)
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
-    [jobs] = BasicSweeper.split_arguments(parsed, None)
-    return master, jobs
+    return master, sweep_jobs(parsed)
 
 
 def grid(overrides: Sequence[str]) -> tuple[DictConfig, list[Job]]:

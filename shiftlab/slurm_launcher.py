@@ -25,20 +25,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from omegaconf import OmegaConf
 
-# Hydra's first plugin scan executes its plugin modules again, replacing their classes: the
-# launcher to extend is taken after that scan (as shiftlab.grid takes the basic sweeper).
-Plugins.instance()
-from hydra_plugins.hydra_submitit_launcher import submitit_launcher  # noqa: E402
+from shiftlab.errors import ShiftlabError
+from shiftlab.slurm import STUCK_REASONS, pending_reasons
 
-from shiftlab.errors import ShiftlabError  # noqa: E402
-from shiftlab.record import FAILURE, RunRecord  # noqa: E402
-from shiftlab.runs import record_slurm_job  # noqa: E402
-from shiftlab.slurm import STUCK_REASONS, pending_reasons  # noqa: E402
+# The run record's modules (pandas) are imported where they are used: Hydra imports the plugin
+# built on this module (hydra_plugins/shiftlab_plugins/launchers.py) in every application.
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +54,8 @@ MEMORY_KILL = re.compile(r"memory limit|oom[-_ ]kill", re.IGNORECASE)
 
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
-    """hydra-submitit-launcher's SLURM array launcher (see the module's docstring).
+    """hydra-submitit-launcher's SLURM array launcher (see the module's docstring); Hydra finds
+    it as ``hydra_plugins.shiftlab_plugins.launchers.SlurmLauncher``.
 
     ``run_dirs`` maps a job's overrides to its run directory; the sweeper fills it from its
     planning (composing every job's configuration again would cost 0.1 s per run).
@@ -109,8 +106,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             log.info(f"\t#{index} : {' '.join(filter_overrides(overrides))}")
             job_id = f"job_id_for_{index}"
             arguments.append((list(overrides), "hydra.sweep.dir", index, job_id, state))
-        # The task runs hydra-submitit-launcher's own class: it is what the task unpickles (this
-        # subclass lives in a module made up at import time, which a new process lacks).
+        # The task runs hydra-submitit-launcher's own class: what this subclass changes is the
+        # submitting and the waiting, done here.
         task = submitit_launcher.SlurmLauncher.__new__(submitit_launcher.SlurmLauncher)
         task.__dict__.update({k: v for k, v in self.__dict__.items() if k != "run_dirs"})
         try:
@@ -118,6 +115,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         except Exception as error:  # sbatch refused the array: its message, on one line
             message = " ".join(str(error).split())
             raise ShiftlabError(f"launcher=slurm: sbatch refused the array: {message}") from None
+        from shiftlab.runs import record_slurm_job
+
         for run_dir, job in zip(run_dirs, jobs, strict=True):
             record_slurm_job(run_dir, job.job_id)
         array = jobs[0].job_id.split("_")[0]
@@ -152,6 +151,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         others, one line each, from its failure.json (shiftlab.grid), which is written here when
         the task could not write it: killed, or failed outside the run."""
         from submitit.core.utils import FailedJobError, UncompletedJobError
+
+        from shiftlab.record import FAILURE, RunRecord
 
         failure = run_dir / FAILURE
         try:

@@ -38,7 +38,6 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-import shiftlab.grid  # noqa: F401  (publishes the resumable sweeper that multiruns use to Hydra)
 from shiftlab.checks import explained
 from shiftlab.data.datamodule import ShiftDataModule
 from shiftlab.data.prepare import ensure_manifest

@@ -446,7 +446,7 @@ def test_slurm_launcher_is_an_array_with_one_gpu_per_task(tmp_path: Path) -> Non
     overrides = ["experiment=smoke_paper_grid", "launcher=slurm", *places(tmp_path)]
     master, jobs = grid.grid(overrides)
     launcher = OmegaConf.to_container(master.hydra.launcher, resolve=True)
-    assert launcher["_target_"] == "hydra_plugins.shiftlab.SlurmLauncher"
+    assert launcher["_target_"] == "hydra_plugins.shiftlab_plugins.launchers.SlurmLauncher"
     assert launcher["max_num_timeout"] > 0, "a task that reaches its time limit is requeued"
     runs_ = [(job.overrides, job.run_dir) for job in jobs]
     script = sbatch_script(launcher, runs_, tmp_path / "logs", "smoke_paper_grid")
