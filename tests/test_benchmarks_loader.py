@@ -64,6 +64,49 @@ def test_batch_reads_give_the_per_sample_batches(tmp_path: Path, workers: int) -
     _assert_same(*epochs)
 
 
+class _SharedInWorker(CachedBatches):
+    """CachedBatches whose batches also say whether the worker read the images into shared
+    memory (the main process gets every worker's tensor from shared memory either way)."""
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        batch = super().__getitems__(indices)
+        return {**batch, "shared_in_worker": torch.tensor(batch["image"].is_shared())}
+
+
+def _refuse(*args: object, **kwargs: object) -> None:
+    raise AssertionError("share_memory_() copies the batch: the direct allocation is at hand")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the worker must be forked to be patched")
+@pytest.mark.parametrize("allocation", ["private", "public"])
+def test_a_worker_reads_its_batch_into_shared_memory(
+    monkeypatch: pytest.MonkeyPatch, allocation: str
+) -> None:
+    """A loader worker allocates each batch in shared memory, where the training process reads
+    it without a copy: directly, through PyTorch's private TypedStorage._new_shared, as its own
+    collate does; with the public share_memory_() where a PyTorch release has no such call."""
+    if allocation == "public":
+        monkeypatch.delattr(torch.TypedStorage, "_new_shared")
+    else:
+        monkeypatch.setattr(torch.Tensor, "share_memory_", _refuse)
+    arrays = np.random.default_rng(0).standard_normal((30, 2, 5, 5), dtype=np.float32)
+    rows = np.random.default_rng(1).permutation(30)[:20]
+    labels = np.random.default_rng(2).integers(0, 2, 20)
+    dataset = _SharedInWorker(arrays, rows, labels)
+    loader = DataLoader(
+        dataset,
+        batch_size=6,
+        collate_fn=collate_for(dataset),
+        num_workers=1,
+        multiprocessing_context="fork",  # the worker inherits the patch
+    )
+    batches = list(loader)
+    assert [len(batch["image"]) for batch in batches] == [6, 6, 6, 2]
+    for start, batch in zip(range(0, 20, 6), batches, strict=True):
+        assert bool(batch["shared_in_worker"])
+        assert torch.equal(batch["image"], torch.from_numpy(arrays[rows[start : start + 6]]))
+
+
 def test_rows_outside_the_cache_are_refused() -> None:
     arrays = np.zeros((4, 1, 2, 2), dtype=np.float32)
     with pytest.raises(IndexError, match="4 samples"):
