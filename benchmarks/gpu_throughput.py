@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
+CONF_DIR = REPO / "shiftlab" / "conf"
 if str(REPO) not in sys.path:  # a bare checkout without shiftlab installed (a lent GPU machine)
     sys.path.insert(0, str(REPO))
 

@@ -25,7 +25,7 @@ time where the fastest setting is compiled). Where the numbers come from:
   rounded, stated below: the real numbers are in the count table of the first ingest; edit them
   there or pass ``--counts``, a JSON of ``{preset: {"samples": all labelled samples, "source":
   the default source domain's samples, "target": the target's}}``), and its split
-  fractions from ``conf/dataset/<preset>.yaml`` (60/20/20 for all seven).
+  fractions from ``shiftlab/conf/dataset/<preset>.yaml`` (60/20/20 for all seven).
 
 With several GPUs each run has one GPU (the ``local_gpus`` or ``slurm`` launcher); the wall time
 is that of the longest-first schedule of the 1,960 runs on them.
@@ -101,7 +101,7 @@ PRESETS = {
 
 
 def split_fractions(preset: str) -> dict[str, float]:
-    config = yaml.safe_load((REPO / "conf" / "dataset" / f"{preset}.yaml").read_text())
+    config = yaml.safe_load((REPO / "shiftlab" / "conf" / "dataset" / f"{preset}.yaml").read_text())
     return {split: float(value) for split, value in config["split_fractions"].items()}
 
 

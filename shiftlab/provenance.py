@@ -5,10 +5,10 @@ attempt in ``attempts.json``: ``code_version``), so that results made by differe
 averaged silently (the report groups runs by ``code_version`` and ``manifest_sha256``).
 
 ``code_version`` is one string: ``git:<commit 12>`` for a clean checkout, with
-``+dirty.<8 hex digits>`` when the files that decide a result (``shiftlab/``, ``conf/``,
-``pyproject.toml``) differ from the commit; the hex digits hash that difference, so two runs of the
-same uncommitted edit share a version and two different edits do not. Outside a git checkout (an
-installed package) it is ``shiftlab-<version>``.
+``+dirty.<8 hex digits>`` when the files that decide a result (``shiftlab/``, its configs
+included, and ``pyproject.toml``) differ from the commit; the hex digits hash that difference, so
+two runs of the same uncommitted edit share a version and two different edits do not. Outside a
+git checkout (an installed package) it is ``shiftlab-<version>``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ PACKAGES = (
     "SimpleITK",
 )
 # What decides a result: a change elsewhere (tests, README) makes no run dirty.
-CODE_PATHS = ("shiftlab", "conf", "pyproject.toml")
+CODE_PATHS = ("shiftlab", "pyproject.toml")  # shiftlab/ holds the config tree (shiftlab/conf/)
 ROOT = Path(shiftlab.__file__).resolve().parents[1]
 
 

@@ -19,9 +19,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-# The config tree, as an absolute path: Hydra resolves a relative config_path against the calling
-# module only when it runs as `python -m`, not when a console script imports it.
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# The config tree, inside the package so that a wheel carries it (Hydra's application packaging:
+# hydra.cc/docs/advanced/app_packaging). An absolute path: Hydra resolves a relative config_path
+# against the calling module only when it runs as `python -m`, not when a console script imports
+# it (then as pkg://, which would need the tree to be an importable package).
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 NOT_SETTINGS = ("hydra", "paths", "logger", "launcher")
 # Trainer options that change what is printed or how often curves are logged, never the model.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, compose_train
+from conftest import CONF_DIR, REPO, compose_train
 from omegaconf import OmegaConf
 
 from shiftlab import grid, runs
@@ -59,7 +59,7 @@ def expand(*overrides: str) -> tuple[object, list[list[str]]]:
 
 
 def test_every_preset_is_checked() -> None:
-    presets = {p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")}
+    presets = {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")}
     assert presets == set(JOB_COUNTS)
 
 

@@ -76,7 +76,7 @@ def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A git checkout of a miniature shiftlab tree, standing in for the real one."""
     repo = tmp_path / "repo"
     (repo / "shiftlab").mkdir(parents=True)
-    (repo / "conf").mkdir()
+    (repo / "shiftlab" / "conf").mkdir()
     (repo / "shiftlab" / "train.py").write_text("x = 1\n")
     (repo / "README.md").write_text("docs\n")
     git(repo, "init", "-q")
@@ -107,7 +107,7 @@ def test_dirty_state_names_the_difference(checkout) -> None:
     (repo / "shiftlab" / "train.py").write_text("x = 3\n")
     assert provenance.code_version(version()) != first_edit
     (repo / "shiftlab" / "train.py").write_text("x = 1\n")
-    (repo / "conf" / "new.yaml").write_text("a: 1\n")
+    (repo / "shiftlab" / "conf" / "new.yaml").write_text("a: 1\n")
     assert version()["dirty"] is True, "an untracked config file counts"
 
 

@@ -17,4 +17,4 @@ if installed(LAUNCHERS["slurm"].package):
 
     class SlurmLauncher(slurm_launcher.SlurmLauncher):
         """``shiftlab.slurm_launcher.SlurmLauncher`` where Hydra finds launchers
-        (conf/launcher/slurm.yaml names it)."""
+        (shiftlab/conf/launcher/slurm.yaml names it)."""
