@@ -339,6 +339,17 @@ def test_a_report_without_synthetic_runs_has_no_calibration_table() -> None:
     assert calibration_table(group_runs(runs), []) is None
 
 
+def test_synthetic_runs_without_the_null_check_are_not_a_calibration(tmp_path: Path) -> None:
+    """A smoke grid on the synthetic sets (preset severity only, a few patients) shows no
+    calibration table: it would grade a grid that was not made to calibrate anything."""
+    for seed in (0, 1):
+        write_record(tmp_path, "synthetic_mri", 0.65, "ge", "siemens", seed)
+        write_record(tmp_path, "synthetic_mri", 0.65, "siemens", "ge", seed)
+    assert calibration_table(group_runs(read_folder(tmp_path)), []) is None
+    write_record(tmp_path, "synthetic_mri", 0.0, "ge", "siemens", 0)
+    assert calibration_table(group_runs(read_folder(tmp_path)), []) is not None
+
+
 # --- the sweeper trains it ----------------------------------------------------------------------
 
 

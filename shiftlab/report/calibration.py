@@ -2,11 +2,12 @@
 null check (severity 0: identical vendors, so ΔAUC near 0).
 
 Its runs are those of ``experiment=calibration`` (conf/experiment/calibration.yaml): each
-synthetic set at its preset severity and at severity 0, both directions, several seeds. Any used
-run on a synthetic set (its config has ``dataset.synthetic``) without an ablation enters the
-view. Runs of both directions and every seed are averaged when their settings agree apart from
-the seed and which domain is the source; each such set of runs is one row. AUROCs are recomputed
-from the predictions, as in every table of the report.
+synthetic set at its preset severity and at severity 0, both directions, several seeds. The view
+is shown when the runs hold a severity-0 null check; then every used run on a synthetic set (its
+config has ``dataset.synthetic``) without an ablation enters it. Runs of both directions and
+every seed are averaged when their settings agree apart from the seed and which domain is the
+source; each such set of runs is one row. AUROCs are recomputed from the predictions, as in
+every table of the report.
 
 The synthetic shifts' magnitudes are set by design through each generator's severity knob; they
 are not produced by physics. The view shows how close the design lands, nothing more.
@@ -151,9 +152,12 @@ def _check_text(row: Any) -> str:
 
 
 def calibration_table(groups: Sequence[Group], notes: list[str]) -> Table | None:
-    """The calibration table of these groups, or None when none trained on a synthetic set."""
+    """The calibration table of these groups, or None when they hold no calibration: runs on a
+    synthetic set at severity 0 (the null check that ``experiment=calibration`` pairs with each
+    preset severity). Without it, runs on the synthetic sets are some other grid (a smoke grid of
+    a few patients), whose ΔAUC measures nothing about the calibration."""
     raw, settings = calibration_rows(groups)
-    if raw.empty:
+    if raw.empty or not (raw["kind"] == "null").any():
         return None
     for (dataset, kind), rows in raw.groupby(["dataset", "kind"], sort=False):
         if len(rows) > 1:
