@@ -173,7 +173,7 @@ def test_wandb_groups_by_scenario_and_tags_the_shift(tmp_path: Path) -> None:
     cfg = compose_train(
         tmp_path, tmp_path, "logger=wandb", "shift=injection", "shift.fraction=0.3", "seed=4"
     )
-    logger = OmegaConf.to_container(cfg.logger, resolve=True)
+    logger = OmegaConf.to_container(cfg.logger.wandb, resolve=True)  # beside logger.csv
     assert logger["group"] == "synthetic_mri/ge->siemens"
     assert set(logger["tags"]) >= {
         "dataset:synthetic_mri",
