@@ -23,7 +23,7 @@ lock:  ## resolve pyproject.toml's ranges again into constraints.txt (a scratch 
 	$(PYTHON) -m venv "$$scratch"; \
 	"$$scratch/bin/pip" install --quiet ".[dev]"; \
 	{ sed -n '/^#/p' constraints.txt; "$$scratch/bin/pip" list --format=freeze \
-		--exclude shiftlab --exclude pip --exclude setuptools --exclude wheel; } > constraints.new
+		--exclude shiftlab --exclude pip --exclude wheel; } > constraints.new
 	mv constraints.new constraints.txt
 
 synth: $(STAMP)  ## generate the synthetic MRI set as DICOM and ingest it
