@@ -229,8 +229,10 @@ def test_a_task_out_of_time_is_requeued_then_fails_on_one_line(
     data_dir: Path, tmp_path: Path
 ) -> None:
     """submitit's own requeue: SLURM signals the task 90 s before its 2-minute limit, submitit
-    requeues it (the run shows as requeued while it waits, then resumes from its checkpoint);
-    at the second signal it has been requeued max_num_timeout=1 times and the run fails."""
+    requeues it and the run resumes from its checkpoint; at the second signal it has been
+    requeued max_num_timeout=1 times and the run fails. (How a waiting requeued run shows is
+    tested with a requeue held open above: here the wait lasts seconds, and polling it on a
+    loaded machine missed it, so only its outcome is checked.)"""
     overrides = [
         "experiment=smoke_paper_grid",
         "dataset=synthetic_mri",
@@ -253,15 +255,11 @@ def test_a_task_out_of_time_is_requeued_then_fails_on_one_line(
         stderr=subprocess.PIPE,
         text=True,
     )
-    seen = set()
-    deadline = time.time() + 420
-    while launch.poll() is None and time.time() < deadline:
-        seen.add(runs.run_state(job.run_dir))
-        time.sleep(0.5)
-    if launch.poll() is None:
+    try:
+        stdout, stderr = launch.communicate(timeout=420)
+    except subprocess.TimeoutExpired:
         launch.kill()
-    stdout, stderr = launch.communicate()
-    assert "requeued" in seen, seen
+        stdout, stderr = launch.communicate()
     assert launch.returncode == 1, (stdout + stderr)[-3000:]
     assert "Traceback" not in stderr and "Error executing job" not in stderr
     [line] = [line for line in stderr.splitlines() if line.startswith(f"  {job.run_dir}")]
