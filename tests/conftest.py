@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,18 @@ def compose_config(
                 *overrides,
             ],
         )
+
+
+def wandb_log(path: Path, expected: bytes, timeout: float = 60.0) -> bytes:
+    """The bytes of an offline W&B run file once they hold ``expected``. W&B's service process
+    writes the file; right after ``wandb.finish()`` returns, its last records can still be on
+    their way (seen as an empty file on a loaded machine), so the reader waits for them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = path.read_bytes()
+        if expected in data or time.monotonic() > deadline:
+            return data
+        time.sleep(0.2)
 
 
 def compose_train(data_dir: Path, output_dir: Path, *overrides: str) -> DictConfig:
