@@ -20,13 +20,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, Dataset
 
+from shiftlab.config import CONF_DIR, register_resolvers
 from shiftlab.data.cache import build_preprocessor
 from shiftlab.data.datamodule import ShiftDataModule
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.data.preprocess import read_slices
 from shiftlab.errors import instantiate
 from shiftlab.manifest import PATH_SEPARATOR
-from shiftlab.settings import CONF_DIR, register_resolvers
 
 DATASETS = ("synthetic_mri", "synthetic_ct", "synthetic_xray")
 

@@ -101,7 +101,7 @@ def _hydra_config(case: Case, dataset: str) -> tuple[dict, dict, dict]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from shiftlab.settings import register_resolvers
+    from shiftlab.config import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

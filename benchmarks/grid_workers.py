@@ -73,9 +73,9 @@ def prepare(args: argparse.Namespace, data_dir: Path, output_dir: Path) -> None:
     """Generate and ingest every dataset of the grid and build its cache (not timed)."""
     from hydra import compose, initialize_config_dir
 
+    from shiftlab.config import CONF_DIR, register_resolvers
     from shiftlab.data.prepare import ensure_manifest
     from shiftlab.errors import instantiate
-    from shiftlab.settings import CONF_DIR, register_resolvers
 
     register_resolvers()
     datasets = SMOKE_DATASETS[:1] if args.quick else SMOKE_DATASETS

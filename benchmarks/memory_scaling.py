@@ -63,9 +63,9 @@ def prepare(dataset: str, patients: int, data_dir: Path, output: Path) -> tuple[
     """Generate, ingest and cache the set (not measured): its sample count and cache bytes."""
     from hydra import compose, initialize_config_dir
 
+    from shiftlab.config import CONF_DIR, register_resolvers
     from shiftlab.data.prepare import ensure_manifest
     from shiftlab.errors import instantiate
-    from shiftlab.settings import CONF_DIR, register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -103,9 +103,9 @@ def warm_cache(args: argparse.Namespace, data_dir: Path, output_dir: Path) -> No
     """Generate and ingest the set and build its cache, in this process (not timed)."""
     from hydra import compose, initialize_config_dir
 
+    from shiftlab.config import CONF_DIR, register_resolvers
     from shiftlab.data.prepare import ensure_manifest
     from shiftlab.errors import instantiate
-    from shiftlab.settings import CONF_DIR, register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

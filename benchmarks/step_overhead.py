@@ -42,10 +42,10 @@ from omegaconf import DictConfig
 from torch import nn
 from torchmetrics.functional.classification import binary_auroc
 
+from shiftlab.config import CONF_DIR, register_resolvers
 from shiftlab.data.datamodule import ShiftDataModule
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import instantiate
-from shiftlab.settings import CONF_DIR, register_resolvers
 from shiftlab.train import (
     _quiet_library_noise,
     build_checkpoints,

@@ -35,15 +35,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from shiftlab.auroc import auroc
+from shiftlab.config import CONF_DIR, register_resolvers
 from shiftlab.data import cache
 from shiftlab.data.loading import cached_dataset, collate_for, loader_options
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import ShiftlabError, exit_on_user_error, instantiate
+from shiftlab.identity import settings
 from shiftlab.manifest import SPLITS, load_manifest
 from shiftlab.models.classifier import ShiftClassifier
 from shiftlab.provenance import provenance
-from shiftlab.record import DONE, RunRecord, check_writable, write_atomic
-from shiftlab.settings import CONF_DIR, register_resolvers, settings
+from shiftlab.runs.record import DONE, RunRecord, check_writable, write_atomic
 
 EVALUATIONS = "evaluations"
 SPLIT_CHOICES = {"test": ("test",), "all": SPLITS}

@@ -10,9 +10,10 @@ the resumable sweeper (a Hydra plugin: hydra_plugins/shiftlab_plugins/resumable_
 expands the grid as Hydra's basic sweeper does, leaves out runs that are done or held by a live
 process, and hands the rest to the launcher; an incomplete run resumes from its last checkpoint
 (``shiftlab.train``). Its planning is here (``launch_plan``); the same planning, without
-launching, is what ``status`` and ``dry-run`` print. Run states and the lock of a run in flight are
-``shiftlab.runs``; one GPU per worker is ``shiftlab.gpu_slots``; the SLURM launcher and script
-are ``shiftlab.slurm_launcher``, checked against the cluster by ``shiftlab.slurm``.
+launching, is what ``status`` and ``dry-run`` print. Run states and the lock of a run in flight
+are ``shiftlab.runs.states``; one GPU per worker is ``shiftlab.runs.gpu_slots``; the SLURM
+launcher and script are ``shiftlab.runs.slurm_launcher``, checked against the cluster by
+``shiftlab.runs.slurm``.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from shiftlab.config import CONF_DIR
 from shiftlab.errors import ShiftlabError, exit_on_user_error
 from shiftlab.extras import require_launcher
-from shiftlab.gpu_slots import NO_GPU
-from shiftlab.record import check_writable
-from shiftlab.runs import STATES, describe, failures, lock_holder, run_state, slurm_job
-from shiftlab.settings import CONF_DIR
-from shiftlab.slurm import answers, check_launcher
+from shiftlab.runs.gpu_slots import NO_GPU
+from shiftlab.runs.record import check_writable
+from shiftlab.runs.slurm import answers, check_launcher
+from shiftlab.runs.states import STATES, describe, failures, lock_holder, run_state, slurm_job
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ def check_failures(started: Sequence[Path], since: float) -> None:
 def config_loader() -> Iterator[ConfigLoader]:
     from hydra import initialize_config_dir
 
-    from shiftlab.settings import register_resolvers
+    from shiftlab.config import register_resolvers
 
     register_resolvers()
     GlobalHydra.instance().clear()
@@ -264,7 +265,8 @@ def dry_run(overrides: Sequence[str]) -> list[Job]:
 
 
 def write_sbatch(overrides: Sequence[str], output: str | None = None) -> Path:
-    """Write the sbatch script of the grid's runs that are not done (``shiftlab.slurm_launcher``).
+    """Write the sbatch script of the grid's runs that are not done
+    (``shiftlab.runs.slurm_launcher``).
 
     As a launch would: every dataset is prepared first, and the task sizes are checked against
     the partition when this machine can ask SLURM (sinfo). Returns the script's path.
@@ -273,7 +275,7 @@ def write_sbatch(overrides: Sequence[str], output: str | None = None) -> Path:
     if master.get("launcher", {}).get("name") != "slurm":
         raise ShiftlabError("the sbatch script is for launcher=slurm; add it to the overrides.")
     require_launcher("slurm")
-    from shiftlab.slurm_launcher import sbatch_script
+    from shiftlab.runs.slurm_launcher import sbatch_script
 
     starting = to_start(jobs)
     if not starting:
@@ -302,7 +304,7 @@ def write_sbatch(overrides: Sequence[str], output: str | None = None) -> Path:
 
 def _check_task_run_dir(job: Job) -> None:
     """An array task, started as one run, must compose the run directory the grid planned."""
-    from shiftlab.slurm_launcher import task_arguments
+    from shiftlab.runs.slurm_launcher import task_arguments
 
     with config_loader() as loader:
         single = loader.load_configuration(

@@ -35,7 +35,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID
 from tqdm import tqdm
 
-from shiftlab.checks import usable_domains, usable_pairs
+from shiftlab.config import CONF_DIR, register_resolvers
 from shiftlab.data.multiframe import (
     frame_attributes,
     frames_problem,
@@ -49,7 +49,9 @@ from shiftlab.dicom_damage import (
     read_error_reason,
     structure_damage,
 )
+from shiftlab.domains import usable_domains, usable_pairs
 from shiftlab.errors import ShiftlabError, exit_on_user_error, instantiate
+from shiftlab.files import is_temporary
 from shiftlab.labels import FILE_STEM, LabelledSample, LabelTable
 from shiftlab.manifest import (
     COLUMNS,
@@ -63,8 +65,6 @@ from shiftlab.manifest import (
 )
 from shiftlab.pseudonym import load_or_create_key, pseudonym
 from shiftlab.reader_warnings import reader_warnings
-from shiftlab.settings import CONF_DIR, register_resolvers
-from shiftlab.tempfiles import is_temporary
 from shiftlab.vendors import UNKNOWN, normalise_vendor
 
 SKIPPED_NAME = "skipped.csv"
@@ -344,7 +344,7 @@ def _slice_order(slices: list[_Slice]) -> list[_Slice]:
 
 
 def _list_files(dicom_root: Path) -> list[Path]:
-    """Every file under ``dicom_root`` but temporary files (``shiftlab.tempfiles``): a write in
+    """Every file under ``dicom_root`` but temporary files (``shiftlab.files``): a write in
     progress, or the leftover of a writer killed mid-file, is never data."""
     files = []
     for folder, subfolders, names in os.walk(dicom_root):

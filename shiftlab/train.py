@@ -38,21 +38,22 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from shiftlab.checks import explained
+from shiftlab.config import CONF_DIR, register_resolvers
 from shiftlab.data.datamodule import ShiftDataModule
 from shiftlab.data.prepare import ensure_manifest
+from shiftlab.domains import explained
 from shiftlab.errors import ShiftlabError, exit_on_user_error, instantiate
-from shiftlab.failure import FiniteLoss, check_finite_metrics, failure_record
-from shiftlab.gpu_slots import pin_gpu
-from shiftlab.local_paths import mask_local_paths
+from shiftlab.identity import settings, settings_hash
+from shiftlab.loggers.local_paths import mask_local_paths
+from shiftlab.loggers.wandb import wandb_run_id
 from shiftlab.models.classifier import ShiftClassifier
 from shiftlab.provenance import provenance, trained_by
-from shiftlab.record import FAILURE, RunRecord, check_writable
-from shiftlab.runs import RunLock, describe
+from shiftlab.runs.failure import FiniteLoss, check_finite_metrics, failure_record
+from shiftlab.runs.gpu_slots import pin_gpu
+from shiftlab.runs.record import FAILURE, RunRecord, check_writable
+from shiftlab.runs.states import RunLock, describe
 from shiftlab.schema import check_train_config
 from shiftlab.seeding import StepSeed
-from shiftlab.settings import CONF_DIR, register_resolvers, settings, settings_hash
-from shiftlab.wandb_logger import wandb_run_id
 
 CHECKPOINT_RULE = "highest source-validation AUROC, earliest epoch on ties"
 

@@ -22,8 +22,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from shiftlab.config import CONF_DIR, register_resolvers
 from shiftlab.data.prepare import ensure_manifest
-from shiftlab.settings import CONF_DIR, register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 

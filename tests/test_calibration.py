@@ -21,10 +21,10 @@ from conftest import REPO, compose_train
 from sklearn.metrics import roc_auc_score
 
 from shiftlab import calibrate, grid
+from shiftlab.identity import settings_hash
 from shiftlab.report import Options, build
 from shiftlab.report.calibration import calibration_table
 from shiftlab.report.records import group_runs, read_folder
-from shiftlab.settings import settings_hash
 
 # The sets, their calibration networks and modalities (conf/calibration/set/).
 SETS = {

@@ -9,7 +9,8 @@ from conftest import CONF_DIR, compose_config, compose_train
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from shiftlab.settings import register_resolvers, settings, settings_hash
+from shiftlab.config import register_resolvers
+from shiftlab.identity import settings, settings_hash
 
 DATASETS = sorted(p.stem for p in (CONF_DIR / "dataset").glob("*.yaml"))
 
@@ -102,7 +103,7 @@ def test_wandb_logger_groups_by_scenario(tmp_path: Path, monkeypatch: pytest.Mon
         "seed=7",
     )
     logger = OmegaConf.to_container(cfg.logger.wandb, resolve=True)
-    assert logger["_target_"] == "shiftlab.wandb_logger.MaskedWandbLogger"
+    assert logger["_target_"] == "shiftlab.loggers.wandb.MaskedWandbLogger"
     assert logger["group"] == "mri_breast/siemens->ge"
     assert logger["name"] == "mrnet2d-seed7"
     assert set(logger["tags"]) >= {

@@ -15,7 +15,8 @@ from conftest import REPO, compose_train
 from hydra import compose, initialize_config_dir
 
 import shiftlab
-from shiftlab.settings import CONF_DIR, register_resolvers, settings_hash
+from shiftlab.config import CONF_DIR, register_resolvers
+from shiftlab.identity import settings_hash
 
 # Computed at bd88f32, when the tree was <repo>/conf: the run folders made before the move are
 # the ones a relaunch finds after it.

@@ -21,8 +21,8 @@ from omegaconf import OmegaConf
 from shiftlab import grid
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import ShiftlabError
+from shiftlab.identity import settings_hash
 from shiftlab.report.records import read_folder
-from shiftlab.settings import settings_hash
 from shiftlab.train import run, train
 
 TINY = ("dataset.synthetic.patients_per_vendor=12", "model=smallcnn")
@@ -52,7 +52,7 @@ def with_hydra(base: Path, *overrides: str):
     """The composed config with Hydra's own node, to read the run and sweep folders."""
     from hydra import compose, initialize_config_dir
 
-    from shiftlab.settings import CONF_DIR, register_resolvers
+    from shiftlab.config import CONF_DIR, register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -25,9 +25,9 @@ from conftest import compose_config, compose_train
 from omegaconf import DictConfig
 
 from shiftlab import evaluate as evaluation
-from shiftlab import record
 from shiftlab.errors import ShiftlabError
 from shiftlab.report import Options, build, read_folder
+from shiftlab.runs import record
 
 TINY = (
     "dataset.synthetic.patients_per_vendor=12",

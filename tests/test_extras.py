@@ -226,7 +226,7 @@ from hydra import compose, initialize_config_dir
 
 from shiftlab.extras import MissingExtra, require_launcher
 from shiftlab.report.characterise import domain_classifier_auroc
-from shiftlab.settings import CONF_DIR, register_resolvers
+from shiftlab.config import CONF_DIR, register_resolvers
 
 register_resolvers()
 with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -20,11 +20,12 @@ import torch
 from conftest import CONF_DIR, REPO, compose_train
 from omegaconf import OmegaConf
 
-from shiftlab import grid, runs
+from shiftlab import grid
 from shiftlab.errors import ShiftlabError
-from shiftlab.settings import settings_hash
-from shiftlab.slurm import Node, check_sizes, gpu_count
-from shiftlab.slurm_launcher import sbatch_script
+from shiftlab.identity import settings_hash
+from shiftlab.runs import states as runs
+from shiftlab.runs.slurm import Node, check_sizes, gpu_count
+from shiftlab.runs.slurm_launcher import sbatch_script
 from shiftlab.train import _wandb_summary, run
 
 PAPER_DATASETS = [
@@ -280,7 +281,7 @@ def test_a_locked_run_is_skipped_by_train_and_by_the_sweep(tmp_path: Path) -> No
 def test_gpu_slots_give_concurrent_processes_distinct_devices(tmp_path: Path) -> None:
     """Simulated on CPU: three worker processes ask for one of two GPUs (visible as 3 and 5)."""
     script = (
-        "import sys, time; from shiftlab.gpu_slots import pin_gpu; "
+        "import sys, time; from shiftlab.runs.gpu_slots import pin_gpu; "
         "print(pin_gpu(2, sys.argv[1], poll_s=0.1), flush=True); time.sleep(600)"
     )
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "3,5", "PYTHONPATH": str(REPO)}
@@ -499,7 +500,7 @@ def test_the_sbatch_script_runs_as_written(tmp_path: Path) -> None:
 
 
 def test_slurm_task_sizes_are_checked_against_the_partition() -> None:
-    """Node sizes as sinfo reports them (GRES strings: see shiftlab.slurm.gpu_count)."""
+    """Node sizes as sinfo reports them (GRES strings: see shiftlab.runs.slurm.gpu_count)."""
     cpu_node = Node("cpu1", cpus=2, memory_mb=21694, gpus=gpu_count("(null)"))
     defaults = {"cpus_per_task": 10, "tasks_per_node": 1, "mem_gb": 64, "gpus_per_node": 1}
     with pytest.raises(ShiftlabError) as refused:

@@ -19,12 +19,12 @@ from dicom_factory import AXIAL, SAGITTAL, WrittenSeries, write_series
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from shiftlab.config import CONF_DIR
 from shiftlab.errors import ShiftlabError
 from shiftlab.ingest import run_ingest, scan_dicom_tree
 from shiftlab.labels import read_label_table
 from shiftlab.manifest import COLUMNS, assign_splits, load_manifest
 from shiftlab.pseudonym import load_or_create_key, pseudonym
-from shiftlab.settings import CONF_DIR
 
 N_PATIENTS = 20
 N_SLICES = 4

@@ -19,8 +19,8 @@ from test_reliability_faults import KILLER, places
 
 from shiftlab import grid
 from shiftlab.data.prepare import ensure_manifest
+from shiftlab.loggers.wandb import wandb_run_id
 from shiftlab.train import train
-from shiftlab.wandb_logger import wandb_run_id
 
 TINY = (
     "dataset.synthetic.patients_per_vendor=12",
@@ -73,7 +73,7 @@ def test_the_logger_group_adds_to_the_csv_curves(tmp_path: Path) -> None:
         cfg = compose_train(tmp_path / "data", tmp_path / "out", choice)
         assert set(cfg.logger) == {"csv", "wandb"}, choice
         assert cfg.logger.csv._target_.endswith("CSVLogger")
-        assert cfg.logger.wandb._target_ == "shiftlab.wandb_logger.MaskedWandbLogger"
+        assert cfg.logger.wandb._target_ == "shiftlab.loggers.wandb.MaskedWandbLogger"
     assert set(compose_train(tmp_path / "data", tmp_path / "out").logger) == {"csv"}
 
 

@@ -17,11 +17,12 @@ import pandas as pd
 import pytest
 from conftest import REPO, compose_train
 
-from shiftlab import grid, runs
+from shiftlab import grid
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import ShiftlabError
-from shiftlab.failure import TrainingDiverged, mask
-from shiftlab.record import FAILURE, check_writable
+from shiftlab.runs import states as runs
+from shiftlab.runs.failure import TrainingDiverged, mask
+from shiftlab.runs.record import FAILURE, check_writable
 from shiftlab.train import run, train
 
 TINY = (
@@ -66,7 +67,7 @@ elif moment.startswith("epoch"):  # "epoch<N>": in the middle of epoch N
 
     ShiftClassifier.training_step = training_step
 elif moment == "record":
-    from shiftlab import record
+    from shiftlab.runs import record
 
     original_write = record.write_atomic
 

@@ -18,8 +18,8 @@ from hydra.errors import MissingConfigException
 
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import ShiftlabError
+from shiftlab.identity import settings_hash
 from shiftlab.schema import check_train_config
-from shiftlab.settings import settings_hash
 from shiftlab.train import train
 
 TINY = (

@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 from conftest import REPO
 
-from shiftlab import grid, runs, slurm
+from shiftlab import grid
+from shiftlab.runs import slurm
+from shiftlab.runs import states as runs
 
 pytestmark = [
     pytest.mark.slurm,

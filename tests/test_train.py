@@ -12,7 +12,7 @@ import pytest
 from conftest import DEFAULT_RUN_EPOCHS, SyntheticSet, TrainedRun, compose_train
 from omegaconf import OmegaConf
 
-from shiftlab.settings import settings_hash
+from shiftlab.identity import settings_hash
 from shiftlab.train import CHECKPOINT_RULE, summary, train
 
 RECORD_FILES = ("config.yaml", "metrics.json", "predictions.csv", "done")

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from conftest import CONF_DIR, REPO, compose_train
 
-from shiftlab.settings import settings_hash
+from shiftlab.identity import settings_hash
 
 Run = Callable[..., subprocess.CompletedProcess]
 # What a wheel is built from, as a clone has it (build outputs of the checkout are left behind).

@@ -28,9 +28,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from shiftlab.errors import ShiftlabError, instantiate
+from shiftlab.identity import stable_targets
 from shiftlab.manifest import PATH_SEPARATOR
 from shiftlab.reader_warnings import attribute_to, reader_warnings
-from shiftlab.record import write_atomic
+from shiftlab.runs.record import write_atomic
 
 if TYPE_CHECKING:
     from shiftlab.data.preprocess import Preprocessor
@@ -78,13 +79,14 @@ def files_fingerprint(manifest: pd.DataFrame, dicom_root: Path) -> str:
 def cache_key(manifest_sha256: str, dicom_root: Path, preprocess: Mapping, fingerprint: str) -> str:
     """Identifies the arrays. The manifest alone does not: two DICOM trees can share relative
     paths, UIDs and labels yet differ in pixels (a re-export, another synthetic setting), and a
-    tree can be rewritten in place (``fingerprint``)."""
+    tree can be rewritten in place (``fingerprint``). The preprocessor enters by its stable name
+    (``shiftlab.identity``), so moving its class keeps the cache."""
     settings = json.dumps(
         {
             "manifest": manifest_sha256,
             "dicom_root": str(Path(dicom_root).resolve()),
             "files": fingerprint,
-            "preprocess": dict(preprocess),
+            "preprocess": stable_targets(dict(preprocess)),
             "format": CACHE_FORMAT,
         },
         sort_keys=True,

@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from shiftlab.data import cache
-from shiftlab.data.domains import Domains, domain_rows, resolve_domains
 from shiftlab.data.loading import (
     CachedSeries,
     cached_dataset,
@@ -34,6 +33,7 @@ from shiftlab.data.shift import (
     pixel_std,
     training_set,
 )
+from shiftlab.domains import Domains, domain_rows, resolve_domains
 from shiftlab.errors import ShiftlabError
 from shiftlab.manifest import load_manifest
 from shiftlab.seeding import FLIP_STREAM, EpochGenerator, EpochShuffle

@@ -9,7 +9,7 @@ NL, MCI, Dementia and transitions such as "MCI to Dementia"). A missing cell is 
 literal ``NA`` where the table was written by R (the ADNIMERGE R package's data frames saved
 with write.csv, whose default writes NA; e.g. cschneuw/optimus data/adnimerge/adnimerge.R, read
 back with na.strings = c("NA", "") in elenadoe/Brain_Age_PET_MRI), or ``N/A`` / ``n/a``: all
-are missing here (shiftlab.recipes.tables.text), never a diagnosis.
+are missing here (shiftlab.labels.text), never a diagnosis.
 
 Label rule, per participant (keyed by PatientID = PTID): 1 when the baseline diagnosis ``DX_bl``
 is one of ``positive`` (default AD), 0 when it is one of ``negative`` (default CN); every other
@@ -31,8 +31,7 @@ import os
 from collections.abc import Sequence
 
 from shiftlab.errors import ShiftlabError
-from shiftlab.labels import LabelledSample, LabelTable
-from shiftlab.recipes.tables import read_label_file, text
+from shiftlab.labels import LabelledSample, LabelTable, read_label_file, text
 
 
 def read_labels(

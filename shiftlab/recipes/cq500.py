@@ -34,8 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from shiftlab.errors import ShiftlabError
-from shiftlab.labels import LabelledSample, LabelTable
-from shiftlab.recipes.tables import read_label_file, text, zero_one
+from shiftlab.labels import LabelledSample, LabelTable, read_label_file, text, zero_one
 
 NAME_PATTERN = re.compile(r"^CQ500-CT-(\d+)$")
 WHAT = "CQ500 reads file"

@@ -61,8 +61,7 @@ from pathlib import Path
 import pandas as pd
 
 from shiftlab.errors import ShiftlabError
-from shiftlab.labels import LabelledSample, LabelTable
-from shiftlab.recipes.tables import read_label_file, required_text
+from shiftlab.labels import LabelledSample, LabelTable, read_label_file, required_text
 
 PATIENT = "Patient ID"
 SLICE_COLUMNS = ("Start Slice", "End Slice")

@@ -51,8 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from shiftlab.errors import ShiftlabError
-from shiftlab.labels import LabelledSample, LabelTable
-from shiftlab.recipes.tables import not_found
+from shiftlab.labels import LabelledSample, LabelTable, not_found
 
 NAMESPACE = "http://www.nih.gov"
 CT_ROOT = "LidcReadMessage"

@@ -68,7 +68,7 @@ from pathlib import Path
 import pandas as pd
 
 from shiftlab.errors import ShiftlabError
-from shiftlab.recipes.tables import read_label_file
+from shiftlab.labels import read_label_file
 from shiftlab.user_manifest import SampleTable
 
 WHAT = "PadChest label table"

@@ -38,8 +38,7 @@ import numpy as np
 import pandas as pd
 
 from shiftlab.errors import ShiftlabError
-from shiftlab.labels import LabelledSample, LabelTable
-from shiftlab.recipes.tables import read_label_file, required_text, text
+from shiftlab.labels import LabelledSample, LabelTable, read_label_file, required_text, text
 
 KEYS = {"series": "SeriesInstanceUID", "patient": "PatientID"}
 WHAT = "Prostate-MRI-US-Biopsy biopsy table"

@@ -39,8 +39,14 @@ import os
 from pathlib import Path
 
 from shiftlab.errors import ShiftlabError
-from shiftlab.labels import FILE_STEM, LabelledSample, LabelTable
-from shiftlab.recipes.tables import read_label_file, required_text, zero_one
+from shiftlab.labels import (
+    FILE_STEM,
+    LabelledSample,
+    LabelTable,
+    read_label_file,
+    required_text,
+    zero_one,
+)
 
 WHAT = "VinDr-CXR label file"
 

@@ -31,8 +31,7 @@ import re
 from pathlib import Path
 
 from shiftlab.errors import ShiftlabError
-from shiftlab.labels import FILE_STEM, LabelledSample, LabelTable
-from shiftlab.recipes.tables import read_label_file, required_text
+from shiftlab.labels import FILE_STEM, LabelledSample, LabelTable, read_label_file, required_text
 
 WHAT = "VinDr-Mammo label file"
 _BIRADS = re.compile(r"^(?:BI-?RADS\s*)?([0-6])[A-C]?$", re.IGNORECASE)

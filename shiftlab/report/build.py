@@ -16,7 +16,6 @@ from typing import Any
 import pandas as pd
 
 from shiftlab.errors import ShiftlabError
-from shiftlab.record import write_atomic
 from shiftlab.report import characterise
 from shiftlab.report.calibration import calibration_table
 from shiftlab.report.external import external_table
@@ -32,6 +31,7 @@ from shiftlab.report.tables import (
     scenario_table,
     shift_table,
 )
+from shiftlab.runs.record import write_atomic
 
 STATUSES = ("used", "unusable", "duplicate", "incomplete", "running", "missing")
 WHEN_PRESENT = ("debug",)  # counted only in a report that has such runs

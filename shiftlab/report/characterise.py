@@ -59,7 +59,7 @@ class DatasetImages:
         return np.flatnonzero((self.manifest["vendor"].to_numpy() == vendor) & self.decoded)
 
     def domain_rows(self, domain: str) -> np.ndarray:
-        from shiftlab.data.domains import domain_rows, group_vendors
+        from shiftlab.domains import domain_rows, group_vendors
 
         present = set(self.manifest["vendor"])
         if domain in self.domain_groups:

@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 
 from shiftlab.auroc import auroc
-from shiftlab.record import DONE
 from shiftlab.report.records import AGREEMENT, Group, Run
 from shiftlab.report.stats import mean_sd
 from shiftlab.report.summary import domain_auroc, modality_name
 from shiftlab.report.tables import Table, arrow, format_mean_sd, order_rows
+from shiftlab.runs.record import DONE
 
 EVALUATIONS = "evaluations"  # shiftlab.evaluate.EVALUATIONS (not imported: it brings Lightning)
 

@@ -37,8 +37,8 @@ import yaml
 
 from shiftlab.auroc import auroc
 from shiftlab.errors import ShiftlabError
+from shiftlab.identity import DISPLAY_ONLY, NOT_SETTINGS
 from shiftlab.report.stats import DomainTest, SeedTests
-from shiftlab.settings import DISPLAY_ONLY, NOT_SETTINGS
 
 RUN_MARKERS = ("done", "metrics.json", "attempts.json", "config.yaml")
 # Where the run's seed appears in its resolved config (the data module receives it too).
@@ -56,7 +56,7 @@ class Run:
     """One run directory and what the report could make of it."""
 
     run_dir: Path
-    state: str  # done | running | incomplete | missing (shiftlab.runs.run_state)
+    state: str  # done | running | incomplete | missing (shiftlab.runs.states.run_state)
     problem: str | None = None  # why a done run cannot be used
     duplicate_of: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -167,7 +167,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def comparable_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """A run's settings as they bear on its result, without its seed: the resolved config less
-    what ``shiftlab.settings`` leaves out of a run's identity, with paths masked, flattened."""
+    what ``shiftlab.identity`` leaves out of a run's identity, with paths masked, flattened."""
     paths = {str(k): str(v) for k, v in (config.get("paths") or {}).items()}
     paths = dict(sorted(paths.items(), key=lambda item: -len(item[1])))  # longest first
     kept = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
@@ -289,7 +289,7 @@ def load_run(run_dir: str | os.PathLike[str], state: str | None = None) -> Run:
     """Read one run directory; never raises for a broken record (its problem is recorded)."""
     run_dir = Path(run_dir)
     if state is None:
-        from shiftlab.runs import run_state  # the grid's own rules: lock, done, config.yaml
+        from shiftlab.runs.states import run_state  # the grid's own rules: lock, done, config.yaml
 
         state = run_state(run_dir)
     run = Run(run_dir=run_dir, state=state)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shiftlab.record import write_atomic
 from shiftlab.report.stats import CI_LEVEL
 from shiftlab.report.summary import MODALITY_ORDER
+from shiftlab.runs.record import write_atomic
 
 # The study's mean cross-domain AUC change per modality (PAPER.md), and its count of scenarios
 # with a drop.

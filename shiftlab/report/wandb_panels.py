@@ -33,9 +33,9 @@ from typing import Any
 
 import yaml
 
+from shiftlab.config import CONF_DIR
 from shiftlab.errors import ShiftlabError, exit_on_user_error
 from shiftlab.extras import require
-from shiftlab.settings import CONF_DIR
 
 LOGGER_CONFIG = CONF_DIR / "logger" / "wandb.yaml"
 DELTA = "test/delta_auroc"

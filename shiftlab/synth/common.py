@@ -13,7 +13,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from tqdm import tqdm
 
-from shiftlab.tempfiles import write_via_temporary
+from shiftlab.files import write_via_temporary
 
 
 def seeded_rng(seed: int, *keys: object) -> np.random.Generator:
@@ -23,7 +23,7 @@ def seeded_rng(seed: int, *keys: object) -> np.random.Generator:
 
 
 def write_csv(path: Path, rows: Sequence[dict], fieldnames: Sequence[str]) -> Path:
-    """Write a CSV atomically (``shiftlab.tempfiles``), creating its folder."""
+    """Write a CSV atomically (``shiftlab.files``), creating its folder."""
 
     def write(temporary: Path) -> None:
         with open(temporary, "w", newline="") as f:
@@ -35,7 +35,7 @@ def write_csv(path: Path, rows: Sequence[dict], fieldnames: Sequence[str]) -> Pa
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (``shiftlab.tempfiles``), creating its folder."""
+    """Write ``data`` to ``path`` atomically (``shiftlab.files``), creating its folder."""
     return write_via_temporary(Path(path), lambda temporary: temporary.write_bytes(data))
 
 

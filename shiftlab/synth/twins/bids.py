@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from shiftlab.files import write_via_temporary
 from shiftlab.synth.common import seeded_rng
 from shiftlab.synth.twins.mr_series import Scanner, blob, render, texture
-from shiftlab.tempfiles import write_via_temporary
 
 SLICES = 10
 DIAGNOSES = ("AD", "CN") * 5

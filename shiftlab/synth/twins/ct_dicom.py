@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import CTImageStorage
 
+from shiftlab.files import write_via_temporary
 from shiftlab.synth.common import SyntheticPatient, image_dataset, set_instance
 from shiftlab.synth.dicom_writer import write_dicom_atomic
-from shiftlab.tempfiles import write_via_temporary
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pydicom.uid import MRImageStorage, generate_uid
 from scipy.ndimage import gaussian_filter
 from scipy.special import expit
 
+from shiftlab.files import write_via_temporary
 from shiftlab.synth.common import (
     SyntheticPatient,
     image_dataset,
@@ -27,7 +28,6 @@ from shiftlab.synth.common import (
     write_bytes_atomic,
 )
 from shiftlab.synth.dicom_writer import write_dicom_atomic
-from shiftlab.tempfiles import write_via_temporary
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 # Rows along +y (anterior to posterior), columns along -z: the normal points along -x.

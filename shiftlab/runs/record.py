@@ -5,7 +5,7 @@ settings hash, host, whether it resumed), ``metrics.json``, ``predictions.csv``,
 injection ``injected.csv``, and, written last, ``done``. Every file is written to a temporary
 name and renamed, so a killed run never leaves a half-written file; a directory without ``done``
 is an incomplete run, resumed from ``checkpoints/last.ckpt`` when it is started again. A run that
-fails after its start writes ``failure.json`` (kind, one-line reason: ``shiftlab.failure``) and
+fails after its start writes ``failure.json`` (kind, one-line reason: ``shiftlab.runs.failure``) and
 names the reason in its attempt; the next start removes it (the attempt keeps the reason).
 """
 

@@ -30,8 +30,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from shiftlab.errors import ShiftlabError, exit_on_user_error
-from shiftlab.record import DONE, FAILURE, check_writable, write_atomic
-from shiftlab.slurm import ACTIVE, QUEUED, job_state
+from shiftlab.runs.record import DONE, FAILURE, check_writable, write_atomic
+from shiftlab.runs.slurm import ACTIVE, QUEUED, job_state
 
 LOCK = "lock"
 SLURM_JOB = "slurm_job"

@@ -5,8 +5,8 @@ the program, the Python executable, the working directory, the host, the git rem
 be a local path) and the code. Here these are off whatever the config says (``PRIVATE``), and
 every value that reaches W&B through the logger (the run config, its name, group, tags and notes;
 ``shiftlab.train`` masks the summary alike) has its local paths masked by what it is
-(``shiftlab.local_paths``). The W&B folder itself stays in the run directory; its ``debug.log``
-names that folder, which is where it is written.
+(``shiftlab.loggers.local_paths``). The W&B folder itself stays in the run directory; its
+``debug.log`` names that folder, which is where it is written.
 
 A run's W&B run has the id ``wandb_run_id`` gives: the run's settings hash and the start of the
 attempt that began its training. A resumed attempt continues that W&B run (W&B's ``resume="allow"``,
@@ -29,7 +29,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from shiftlab.extras import require
-from shiftlab.local_paths import mask_local_paths, mask_text
+from shiftlab.loggers.local_paths import mask_local_paths, mask_text
 
 # wandb.Settings that keep the machine out of the run (named as in wandb 0.22 to 0.31, the range
 # pyproject.toml allows and tests/test_wandb.py checks):

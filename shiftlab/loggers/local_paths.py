@@ -3,7 +3,7 @@
 A folder name can be a PatientID (TCIA names patient folders by it), so no path of this machine
 may reach a shared service (W&B). A value is a path when it is one as a whole: absolute
 (``/…``, ``~…``, ``C:\\…``, ``\\\\server\\…``, ``file:…``), explicitly relative (``./…``, ``../…``),
-under a location that ``shiftlab.settings`` already masked (``<data_dir>/…``), or relative with a
+under a location that ``shiftlab.identity`` already masked (``<data_dir>/…``), or relative with a
 first component that exists in the working directory (``data/…``). Such a value becomes
 ``<local path>``. Text that holds a path (a preset's ``download`` instructions interpolate the
 data folders; a W&B note) keeps its words: every path value of the same settings that occurs in it

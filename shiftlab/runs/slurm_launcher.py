@@ -2,7 +2,7 @@
 (``launcher=slurm``), and the plain sbatch script of the same array (``grid sbatch``).
 
 The launcher is hydra-submitit-launcher's, with three changes. Each run's SLURM job is written
-into its run directory at submission (``shiftlab.runs``), so a relaunch sees runs whose tasks
+into its run directory at submission (``shiftlab.runs.states``), so a relaunch sees runs whose tasks
 wait in the queue, or wait to start again after a requeue, and does not submit them again.
 While the array runs, a task left pending for a reason that waiting will not cure is reported.
 And every task is waited for: one that ended without a result (killed for its memory, cancelled,
@@ -31,7 +31,7 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from omegaconf import OmegaConf
 
 from shiftlab.errors import ShiftlabError
-from shiftlab.slurm import STUCK_REASONS, pending_reasons
+from shiftlab.runs.slurm import STUCK_REASONS, pending_reasons
 
 # The run record's modules (pandas) are imported where they are used: Hydra imports the plugin
 # built on this module (hydra_plugins/shiftlab_plugins/launchers.py) in every application.
@@ -115,7 +115,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         except Exception as error:  # sbatch refused the array: its message, on one line
             message = " ".join(str(error).split())
             raise ShiftlabError(f"launcher=slurm: sbatch refused the array: {message}") from None
-        from shiftlab.runs import record_slurm_job
+        from shiftlab.runs.states import record_slurm_job
 
         for run_dir, job in zip(run_dirs, jobs, strict=True):
             record_slurm_job(run_dir, job.job_id)
@@ -152,7 +152,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         the task could not write it: killed, or failed outside the run."""
         from submitit.core.utils import FailedJobError, UncompletedJobError
 
-        from shiftlab.record import FAILURE, RunRecord
+        from shiftlab.runs.record import FAILURE, RunRecord
 
         failure = run_dir / FAILURE
         try:
@@ -164,7 +164,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
         if result.status == JobStatus.FAILED:  # the run raised: Hydra kept the exception
             if not (failure.exists() and failure.stat().st_mtime >= since):
-                from shiftlab.failure import failure_record
+                from shiftlab.runs.failure import failure_record
 
                 RunRecord(run_dir).write_failure(failure_record(result._return_value))
             result.status, result.return_value = JobStatus.COMPLETED, None
