@@ -40,11 +40,12 @@ from shiftlab.data import cache
 from shiftlab.data.loading import cached_dataset, collate_for, loader_options
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import ShiftlabError, exit_on_user_error, instantiate
+from shiftlab.files import remove_temporaries, write_text_atomic
 from shiftlab.identity import settings
 from shiftlab.manifest import SPLITS, load_manifest
 from shiftlab.models.classifier import ShiftClassifier
 from shiftlab.provenance import provenance
-from shiftlab.runs.record import DONE, RunRecord, check_writable, write_atomic
+from shiftlab.runs.record import DONE, RunRecord, check_writable
 
 EVALUATIONS = "evaluations"
 SPLIT_CHOICES = {"test": ("test",), "all": SPLITS}
@@ -391,9 +392,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], Path, bool]:
     result = _result(cfg, run, samples, predictions, shape, config_hash)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DONE).unlink(missing_ok=True)
-    for stale in folder.glob(".*.tmp"):  # left by a process killed while writing
-        stale.unlink(missing_ok=True)
-    write_atomic(folder / "config.yaml", _record_config(cfg))
+    remove_temporaries(folder)  # left by a process killed while writing
+    write_text_atomic(folder / "config.yaml", _record_config(cfg))
     record.write_predictions(predictions)
     record.write_metrics(result)
     record.finish()

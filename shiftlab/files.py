@@ -13,6 +13,12 @@ the next write of the same file removes the temporaries of that file whose writi
 longer alive on this machine (``write_via_temporary``), so a relaunch after a kill cleans up
 after itself. (On a file system shared by several machines a process id names a process of one
 machine only; the grid generates a dataset once, before any job starts.)
+
+This is the one way shiftlab replaces a file (``write_via_temporary``, ``write_text_atomic``,
+``write_bytes_atomic``): data folders, manifests, run records, caches, report tables and figures.
+``durable=True`` also flushes the file to disk before the rename, so a record survives a crash
+of the machine, not only of the process. (The pseudonym key is the one file created otherwise:
+it must never be replaced once it exists, so it is hard-linked into place.)
 """
 
 from __future__ import annotations
@@ -39,19 +45,57 @@ def temporary_path(path: Path, extension: str = "") -> Path:
     return path.with_name(f"{stem}.{os.getpid()}.tmp{extension}")
 
 
-def write_via_temporary(path: Path, write: Callable[[Path], object], extension: str = "") -> Path:
-    """Write ``path`` whole: ``write(temporary)``, then rename it into place. Temporaries of the
-    same file left by processes that are no longer alive are removed first."""
+def write_via_temporary(
+    path: Path,
+    write: Callable[[Path], object],
+    extension: str = "",
+    *,
+    durable: bool = False,
+    clean: bool = True,
+) -> Path:
+    """Write ``path`` whole: ``write(temporary)``, then rename it into place.
+
+    ``durable`` flushes the written file to disk first. With ``clean`` (the default) the
+    temporaries of the same file left by processes no longer alive are removed first; a file
+    that processes on several machines may write at once (a cache shared on a cluster) passes
+    ``clean=False``, as a process id names a process of one machine only.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(path, extension)
+    if clean:
+        _remove_stale(path, extension)
     temporary = temporary_path(path, extension)
     try:
         write(temporary)
+        if durable:
+            with open(temporary, "rb+") as written:
+                os.fsync(written.fileno())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)  # a write that failed leaves nothing behind
     return path
+
+
+def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> Path:
+    """Write ``text`` to ``path`` whole, flushed to disk (run records, report tables)."""
+    return write_via_temporary(
+        Path(path), lambda temporary: temporary.write_text(text), durable=durable
+    )
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = False) -> Path:
+    """Write ``data`` to ``path`` whole, creating its folder."""
+    return write_via_temporary(
+        Path(path), lambda temporary: temporary.write_bytes(data), durable=durable
+    )
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Remove every temporary file directly in ``folder``: for a folder only one process writes
+    (a run directory under its lock), whatever is there was left by a killed writer."""
+    for candidate in Path(folder).iterdir():
+        if candidate.is_file() and is_temporary(candidate.name):
+            candidate.unlink(missing_ok=True)
 
 
 def _remove_stale(path: Path, extension: str) -> None:

@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from shiftlab.errors import ShiftlabError
+from shiftlab.files import write_bytes_atomic
 
 COLUMNS: tuple[str, ...] = (
     "sample_id",
@@ -129,25 +129,15 @@ def assign_splits(df: pd.DataFrame, fractions: Mapping[str, float], split_seed: 
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
-    """Atomically replace `path` with `data` unless it already holds exactly those bytes.
+    """Atomically replace `path` with `data` (``shiftlab.files``) unless it already holds exactly
+    those bytes.
 
     Leaving identical files alone keeps their mtimes, so re-running ingest is visibly a no-op
-    and anything keyed on mtimes is not invalidated. The temp file lives in the same folder so
-    os.replace is a rename, and readers see the old or the new file, never a partial one.
+    and anything keyed on mtimes is not invalidated.
     """
     if path.is_file() and path.read_bytes() == data:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    write_bytes_atomic(path, data, durable=True)
     return True
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +27,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from shiftlab.errors import ShiftlabError, instantiate
+from shiftlab.files import write_text_atomic, write_via_temporary
 from shiftlab.identity import stable_targets
 from shiftlab.manifest import PATH_SEPARATOR
 from shiftlab.reader_warnings import attribute_to, reader_warnings
-from shiftlab.runs.record import write_atomic
 
 if TYPE_CHECKING:
     from shiftlab.data.preprocess import Preprocessor
@@ -186,8 +185,17 @@ def _preprocessed(
 def _build(
     manifest: pd.DataFrame, dicom_root: Path, preprocessor: Preprocessor, path: Path
 ) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+    # clean=False: runs on several machines of a cluster may build the same cache at once.
+    write_via_temporary(
+        path, lambda tmp: _fill(manifest, dicom_root, preprocessor, tmp, path), ".npy", clean=False
+    )
+
+
+def _fill(
+    manifest: pd.DataFrame, dicom_root: Path, preprocessor: Preprocessor, tmp: Path, path: Path
+) -> None:
+    """Decode and preprocess every sample into the arrays at ``tmp``; write the list of samples
+    that could not be decoded before the arrays are renamed into place."""
     arrays = np.lib.format.open_memmap(
         tmp, mode="w+", dtype=np.float32, shape=(len(manifest), *preprocessor.shape)
     )
@@ -199,40 +207,36 @@ def _build(
     decoded_paths: str | None = None
     slices: list | str = []  # the series' decoded slices, or why it cannot be decoded
     failed: dict[int, str] = {}  # row -> reason
-    try:
-        for i in progress:
-            sample = samples[i]
-            attribute_to(sample.get("sample_id", f"row {i}"))
-            if sample["paths"] != decoded_paths:
-                decoded_paths = sample["paths"]
-                files = [dicom_root / p for p in sample["paths"].split(PATH_SEPARATOR)]
-                slices = _decoded(files, dicom_root)
-            result = (
-                slices
-                if isinstance(slices, str)
-                else _preprocessed(preprocessor, slices, sample, files, dicom_root)
-            )
-            if isinstance(result, str):
-                failed[i] = result
-                arrays[i] = np.nan
-            else:
-                arrays[i] = result
-        if samples and len(failed) == len(samples):
-            first = samples[order[0]]
-            files = first["paths"].split(PATH_SEPARATOR)
-            raise ShiftlabError(
-                "no sample of the manifest could be decoded (a preprocessing setting that does "
-                f"not fit the data?); the first, {first.get('sample_id', 'row 0')} (files "
-                f"{files[0]} and {len(files) - 1} more): {failed[order[0]]}"
-            )
-        arrays.flush()
-        del arrays
-        if failed:  # written before the arrays appear: whoever sees them sees the list too
-            excluded = pd.DataFrame(
-                [(samples[i].get("sample_id", f"row {i}"), failed[i]) for i in sorted(failed)],
-                columns=EXCLUDED_COLUMNS,
-            )
-            write_atomic(path.with_suffix(EXCLUDED_SUFFIX), excluded.to_csv(index=False))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    for i in progress:
+        sample = samples[i]
+        attribute_to(sample.get("sample_id", f"row {i}"))
+        if sample["paths"] != decoded_paths:
+            decoded_paths = sample["paths"]
+            files = [dicom_root / p for p in sample["paths"].split(PATH_SEPARATOR)]
+            slices = _decoded(files, dicom_root)
+        result = (
+            slices
+            if isinstance(slices, str)
+            else _preprocessed(preprocessor, slices, sample, files, dicom_root)
+        )
+        if isinstance(result, str):
+            failed[i] = result
+            arrays[i] = np.nan
+        else:
+            arrays[i] = result
+    if samples and len(failed) == len(samples):
+        first = samples[order[0]]
+        files = first["paths"].split(PATH_SEPARATOR)
+        raise ShiftlabError(
+            "no sample of the manifest could be decoded (a preprocessing setting that does "
+            f"not fit the data?); the first, {first.get('sample_id', 'row 0')} (files "
+            f"{files[0]} and {len(files) - 1} more): {failed[order[0]]}"
+        )
+    arrays.flush()
+    del arrays
+    if failed:  # written before the arrays appear: whoever sees them sees the list too
+        excluded = pd.DataFrame(
+            [(samples[i].get("sample_id", f"row {i}"), failed[i]) for i in sorted(failed)],
+            columns=EXCLUDED_COLUMNS,
+        )
+        write_text_atomic(path.with_suffix(EXCLUDED_SUFFIX), excluded.to_csv(index=False))

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from shiftlab.errors import ShiftlabError
+from shiftlab.files import write_text_atomic
 from shiftlab.report import characterise
 from shiftlab.report.calibration import calibration_table
 from shiftlab.report.external import external_table
@@ -31,7 +32,6 @@ from shiftlab.report.tables import (
     scenario_table,
     shift_table,
 )
-from shiftlab.runs.record import write_atomic
 
 STATUSES = ("used", "unusable", "duplicate", "incomplete", "running", "missing")
 WHEN_PRESENT = ("debug",)  # counted only in a report that has such runs
@@ -260,7 +260,7 @@ def build(
     )
     for name, frame in (("runs", runs_frame), ("seeds", seeds)):
         path = out / "tables" / f"{name}.csv"
-        write_atomic(path, frame.round(6).to_csv(index=False))
+        write_text_atomic(path, frame.round(6).to_csv(index=False))
         files.append(path)
 
     drawn: list[Path] = []
@@ -328,7 +328,7 @@ def _write_markdown(report: Report, options: Options) -> Path:
         lines += [f"![{p.stem}](figures/{p.name})" for p in report.figures]
         lines.append("")
     path = report.out / "report.md"
-    write_atomic(path, "\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path
 
 
@@ -347,7 +347,7 @@ def _write_json(report: Report, options: Options) -> Path:
         "notes": report.notes,
     }
     path = report.out / "report.json"
-    write_atomic(path, json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(summary, indent=2) + "\n")
     return path
 
 

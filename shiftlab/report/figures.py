@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from shiftlab.extras import require
+from shiftlab.files import write_via_temporary
 
 require("matplotlib", extra="report", needed_by="Drawing the report's figures (or --no-figures)")
 from matplotlib.axes import Axes  # noqa: E402
@@ -33,11 +34,10 @@ LINE_SPACING = 1.5  # label pitch in font sizes: room for a line and a little ai
 
 
 def _save(figure: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=DPI, bbox_inches="tight")
-    tmp.replace(path)
-    return path
+    # matplotlib picks the format by the extension, which the temporary name keeps last.
+    return write_via_temporary(
+        path, lambda tmp: figure.savefig(tmp, dpi=DPI, bbox_inches="tight"), ".png"
+    )
 
 
 def _legend_beside(ax: Axes, fontsize: float) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shiftlab.files import write_text_atomic
 from shiftlab.report.stats import CI_LEVEL
 from shiftlab.report.summary import MODALITY_ORDER
-from shiftlab.runs.record import write_atomic
 
 # The study's mean cross-domain AUC change per modality (PAPER.md), and its count of scenarios
 # with a drop.
@@ -36,9 +36,9 @@ class Table:
     def write(self, folder: Path) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         paths = [folder / f"{self.name}.{ext}" for ext in ("csv", "md", "tex")]
-        write_atomic(paths[0], self.raw.round(CSV_DIGITS).to_csv(index=False))
-        write_atomic(paths[1], self.markdown())
-        write_atomic(paths[2], self.latex())
+        write_text_atomic(paths[0], self.raw.round(CSV_DIGITS).to_csv(index=False))
+        write_text_atomic(paths[1], self.markdown())
+        write_text_atomic(paths[2], self.latex())
         return paths
 
     def markdown(self) -> str:

@@ -21,23 +21,12 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from shiftlab.errors import ShiftlabError
+from shiftlab.files import remove_temporaries, write_text_atomic
 
 DONE = "done"
 ATTEMPTS = "attempts.json"
 FAILURE = "failure.json"
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, flush it to disk, rename it: readers
-    see the old file or the new one, never a part, even after a crash of the machine."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
 
 
 def check_writable(folder: str | Path) -> None:
@@ -106,8 +95,7 @@ class RunRecord:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / DONE).unlink(missing_ok=True)
         (self.dir / FAILURE).unlink(missing_ok=True)  # its reason stays in attempts.json
-        for stale in self.dir.glob(".*.tmp"):  # left by a process killed while writing
-            stale.unlink(missing_ok=True)
+        remove_temporaries(self.dir)  # left by a process killed while writing
         previous = self.attempts()
         if resume is None:
             shutil.rmtree(self.dir / "checkpoints", ignore_errors=True)
@@ -116,28 +104,30 @@ class RunRecord:
             curves = self.dir / "csv" / "metrics.csv"
             if curves.is_file():
                 os.replace(curves, curves.with_name(f"metrics.attempt{len(previous) - 1}.csv"))
-        write_atomic(self.dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_text_atomic(self.dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         this = {"config_hash": config_hash, "resumed_from_epoch": resume and resume[1], **attempt}
         attempts = [*previous, this]
-        write_atomic(self.dir / ATTEMPTS, json.dumps(attempts, indent=2, default=str) + "\n")
+        write_text_atomic(self.dir / ATTEMPTS, json.dumps(attempts, indent=2, default=str) + "\n")
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
-        write_atomic(self.dir / "metrics.json", text)
+        write_text_atomic(self.dir / "metrics.json", text)
 
     def write_predictions(self, predictions: pd.DataFrame) -> None:
-        write_atomic(self.dir / "predictions.csv", predictions.to_csv(index=False))
+        write_text_atomic(self.dir / "predictions.csv", predictions.to_csv(index=False))
 
     def write_table(self, name: str, table: pd.DataFrame) -> None:
-        write_atomic(self.dir / name, table.to_csv(index=False))
+        write_text_atomic(self.dir / name, table.to_csv(index=False))
 
     def write_failure(self, failure: dict[str, Any]) -> None:
         """``failure.json``, and the reason in this attempt's entry of ``attempts.json``."""
-        write_atomic(self.dir / FAILURE, json.dumps(failure, indent=2, default=str) + "\n")
+        write_text_atomic(self.dir / FAILURE, json.dumps(failure, indent=2, default=str) + "\n")
         attempts = self.attempts()
         if attempts:
             attempts[-1]["failure"] = failure.get("reason")
-            write_atomic(self.dir / ATTEMPTS, json.dumps(attempts, indent=2, default=str) + "\n")
+            write_text_atomic(
+                self.dir / ATTEMPTS, json.dumps(attempts, indent=2, default=str) + "\n"
+            )
 
     def failure(self) -> dict[str, Any] | None:
         """The failure of the last attempt, when it failed (and nothing restarted it since)."""
@@ -148,4 +138,4 @@ class RunRecord:
             return None
 
     def finish(self) -> None:
-        write_atomic(self.dir / DONE, "")
+        write_text_atomic(self.dir / DONE, "")

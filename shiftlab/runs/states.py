@@ -30,7 +30,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from shiftlab.errors import ShiftlabError, exit_on_user_error
-from shiftlab.runs.record import DONE, FAILURE, check_writable, write_atomic
+from shiftlab.files import write_text_atomic
+from shiftlab.runs.record import DONE, FAILURE, check_writable
 from shiftlab.runs.slurm import ACTIVE, QUEUED, job_state
 
 LOCK = "lock"
@@ -206,7 +207,7 @@ class OutputCheck(Callback):
 
 def record_slurm_job(run_dir: Path, job: str) -> None:
     """Name the SLURM job that trains (or will train) the run."""
-    write_atomic(Path(run_dir) / SLURM_JOB, f"{job}\n")
+    write_text_atomic(Path(run_dir) / SLURM_JOB, f"{job}\n")
 
 
 def slurm_job(run_dir: Path) -> str | None:

@@ -34,11 +34,6 @@ def write_csv(path: Path, rows: Sequence[dict], fieldnames: Sequence[str]) -> Pa
     return write_via_temporary(Path(path), write)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (``shiftlab.files``), creating its folder."""
-    return write_via_temporary(Path(path), lambda temporary: temporary.write_bytes(data))
-
-
 def write_labels_csv(out_dir: Path, rows: Sequence[dict], fieldnames: Sequence[str]) -> Path:
     """Write ``out_dir/labels.csv``. Written last: its presence marks a complete set."""
     return write_csv(Path(out_dir) / "labels.csv", rows, fieldnames)

@@ -37,12 +37,12 @@ import numpy as np
 from pydicom.uid import ComputedRadiographyImageStorage, generate_uid
 from scipy.ndimage import gaussian_filter
 
+from shiftlab.files import write_bytes_atomic
 from shiftlab.synth.common import (
     SyntheticPatient,
     image_dataset,
     seeded_rng,
     set_instance,
-    write_bytes_atomic,
 )
 from shiftlab.synth.dicom_writer import write_dicom_atomic
 from shiftlab.synth.twins.ct_dicom import CTScanner, write_ct_series, write_twin_marker

@@ -20,12 +20,11 @@ from pydicom.uid import MRImageStorage, generate_uid
 from scipy.ndimage import gaussian_filter
 from scipy.special import expit
 
-from shiftlab.files import write_via_temporary
+from shiftlab.files import write_bytes_atomic, write_via_temporary
 from shiftlab.synth.common import (
     SyntheticPatient,
     image_dataset,
     set_instance,
-    write_bytes_atomic,
 )
 from shiftlab.synth.dicom_writer import write_dicom_atomic
 

@@ -50,9 +50,9 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from shiftlab.files import write_via_temporary
+from shiftlab.files import write_bytes_atomic, write_via_temporary
 from shiftlab.recipes.padchest import TABLE_NAME
-from shiftlab.synth.common import seeded_rng, write_bytes_atomic
+from shiftlab.synth.common import seeded_rng
 from shiftlab.synth.severity import interpolate_vendors
 from shiftlab.synth.xray import VENDORS as XRAY_VENDORS
 from shiftlab.synth.xray import render_radiograph, tone_curve
