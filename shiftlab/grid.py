@@ -42,7 +42,15 @@ from shiftlab.extras import require_launcher
 from shiftlab.runs.gpu_slots import NO_GPU
 from shiftlab.runs.record import check_writable
 from shiftlab.runs.slurm import answers, check_launcher
-from shiftlab.runs.states import STATES, describe, failures, lock_holder, run_state, slurm_job
+from shiftlab.runs.states import (
+    STATES,
+    describe,
+    failures,
+    job_run_dir,
+    lock_holder,
+    run_state,
+    slurm_job,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +68,6 @@ class Job:
     def describe(self) -> str:
         shown = [o for o in self.overrides if not o.startswith(("paths.", "hydra.", "experiment="))]
         return " ".join(shown)
-
-
-def job_run_dir(job_config: DictConfig) -> Path:
-    return Path(job_config.hydra.sweep.dir) / str(job_config.hydra.sweep.subdir)
 
 
 def plan(loader: ConfigLoader, master: DictConfig, jobs: Sequence[Sequence[str]]) -> list[Job]:
@@ -226,7 +230,8 @@ def grid(overrides: Sequence[str]) -> tuple[DictConfig, list[Job]]:
         return master, plan(loader, master, jobs)
 
 
-def _name(master: DictConfig) -> str:
+def grid_name(master: DictConfig) -> str:
+    """The grid preset's name (``experiment=``), or ``grid``."""
     return str(master.hydra.runtime.choices.get("experiment") or "grid")
 
 
@@ -234,7 +239,7 @@ def _title(master: DictConfig, overrides: Sequence[str]) -> str:
     """The grid's name and the other overrides it was given, e.g. ``noise (dataset=ct_head)``:
     a summary line says which part of the grid it counts."""
     others = [o for o in overrides if not o.lstrip("+~").startswith("experiment=")]
-    return _name(master) + (f" ({' '.join(others)})" if others else "")
+    return grid_name(master) + (f" ({' '.join(others)})" if others else "")
 
 
 def _relative(path: Path) -> str:
@@ -289,7 +294,7 @@ def write_sbatch(overrides: Sequence[str], output: str | None = None) -> Path:
     prepare_data(starting)
     sweep_dir = Path(str(master.hydra.sweep.dir))
     log_dir = sweep_dir / ".slurm"
-    name = _name(master)
+    name = grid_name(master)
     script = sbatch_script(
         launcher, [(job.overrides, job.run_dir) for job in starting], log_dir, name
     )

@@ -24,7 +24,7 @@ from shiftlab.report.records import Run, load_run, read_folder
 
 def runs_of_grid(overrides: Sequence[str]) -> tuple[list[Run], Path, Path, str]:
     """The grid's runs (missing ones included), its runs folder, output folder and name."""
-    from shiftlab.grid import _name, grid
+    from shiftlab.grid import grid, grid_name
 
     master, jobs = grid(overrides)
     runs = []
@@ -40,7 +40,7 @@ def runs_of_grid(overrides: Sequence[str]) -> tuple[list[Run], Path, Path, str]:
                 "shift": {"label": job_config.shift.label},
             }
         runs.append(run)
-    return runs, Path(master.hydra.sweep.dir), Path(master.paths.output_dir), _name(master)
+    return runs, Path(master.hydra.sweep.dir), Path(master.paths.output_dir), grid_name(master)
 
 
 def main(argv: Sequence[str] | None = None) -> Report | None:

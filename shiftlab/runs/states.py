@@ -43,6 +43,11 @@ STATES = ("done", "running", "requeued", "queued", "incomplete", "missing")
 log = logging.getLogger(__name__)
 
 
+def job_run_dir(job_config: DictConfig) -> Path:
+    """The run directory of one job of a multirun, as its composed configuration names it."""
+    return Path(job_config.hydra.sweep.dir) / str(job_config.hydra.sweep.subdir)
+
+
 def _slurm_job() -> str | None:
     """This process's SLURM job (array task), which a requeued task keeps."""
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
