@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: help install lock synth train calibrate bench bench-step bench-startup bench-grid \
-	bench-memory bench-loader study-hours report test test-slow test-slurm lint clean
+	bench-memory bench-loader study-hours report test test-slow test-slurm lint docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ test-slow: $(STAMP)  ## only the slow tests
 test-slurm: $(STAMP)  ## a one-node SLURM cluster here (root, apt), then the SLURM tests
 	.ci/slurm/start-cluster.sh
 	WANDB_MODE=offline $(BIN)/python -m pytest -q -m slurm tests/test_slurm.py
+
+docs: $(STAMP)  ## build the documentation site strictly (a broken link or a missing page fails)
+	$(BIN)/mkdocs build --strict --site-dir site
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check shiftlab tests benchmarks
