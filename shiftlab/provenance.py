@@ -38,7 +38,7 @@ PACKAGES = (
     "omegaconf",
     "SimpleITK",
 )
-# What decides a result: a change elsewhere (tests, README) makes no run dirty.
+# What decides a result: a change elsewhere (tests, docs, README) makes no run dirty.
 CODE_PATHS = ("shiftlab", "pyproject.toml")  # shiftlab/ holds the config tree (shiftlab/conf/)
 ROOT = Path(shiftlab.__file__).resolve().parents[1]
 

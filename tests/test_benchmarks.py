@@ -1,7 +1,7 @@
 """Each performance benchmark in its quickest mode: it runs and prints its ratio lines.
 
 The timings themselves are not checked (a shared machine is too noisy for that): the scripts
-print ratios for people to read against the targets in README "Performance".
+print ratios for people to read against the targets in docs/performance.md.
 """
 
 from __future__ import annotations

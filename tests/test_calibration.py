@@ -32,7 +32,7 @@ SETS = {
     "synthetic_xray": ("smallcnn", "DX", ("ge", "philips")),
     "synthetic_ct": ("nodulex", "CT", ("ge", "siemens")),
 }
-STUDY = {"MR": -0.097, "DX": -0.067, "CT": -0.026}  # PAPER.md, per modality
+STUDY = {"MR": -0.097, "DX": -0.067, "CT": -0.026}  # docs/study.md, per modality
 
 
 def places(tmp_path: Path) -> list[str]:

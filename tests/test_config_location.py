@@ -93,7 +93,7 @@ def test_a_users_own_folder_adds_a_dataset(how: str, tmp_path: Path) -> None:
 
 
 def test_a_packaged_config_is_found_before_a_users_of_the_same_name(tmp_path: Path) -> None:
-    """What README says: the user's folder adds configs, it does not replace packaged ones."""
+    """What docs/configs.md says: the user's folder adds configs, never replaces packaged ones."""
     searchpath = f"hydra.searchpath=[file://{users_folder(tmp_path)}]"
 
     def dataset(name: str) -> str:

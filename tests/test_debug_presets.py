@@ -168,7 +168,7 @@ def test_the_default_trainer_keeps_its_runs_and_ddp_is_the_readmes_ddp_run(tmp_p
         return settings_hash(compose_config("train", tmp_path, tmp_path, *overrides))
 
     assert hash_of("trainer=default") == hash_of()
-    # README, "One large run on several GPUs (DDP)": the same run, spelled either way.
+    # docs/launchers.md, "One large run on several GPUs (DDP)": the same run, spelled either way.
     assert hash_of("trainer=ddp") == hash_of("trainer.devices=4", "+trainer.strategy=ddp")
     assert hash_of("trainer=cpu") != hash_of()  # the accelerator is named: another run
 

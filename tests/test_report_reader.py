@@ -28,7 +28,7 @@ from shiftlab.report.__main__ import main as report_main
 
 RUNS = Path(__file__).resolve().parent / "fixtures" / "report_runs"
 
-# The smoke grid's separabilities and ΔAUCs (README, "The report"): MRI and CT both near 1.0.
+# The smoke grid's separabilities and ΔAUCs (docs/report.md): MRI and CT both near 1.0.
 SMOKE_SEPARABILITY = pd.DataFrame(
     [
         ("MRI", "synthetic_mri", "ge", "siemens", 0.038, -0.261, 0.331, 1.000),

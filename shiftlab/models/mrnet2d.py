@@ -6,7 +6,7 @@ slices, and a linear head gives one logit per series (Bien et al., 2018).
 Deviations from the original, both switchable:
 
 - ``norm``: BatchNorm after every convolution. AlexNet features trained from scratch did not
-  learn on the synthetic data (AUROC 0.50-0.59, SYNTHETIC.md); the original relies on ImageNet
+  learn on the synthetic data (AUROC 0.50-0.59, docs/study.md); the original relies on ImageNet
   weights, which cannot be downloaded at run time here. ``None`` (default) turns it on exactly
   when no pretrained weights are loaded.
 - ``first_conv_stride``: AlexNet's stride 4 suits 256-pixel inputs; 2 keeps enough resolution at

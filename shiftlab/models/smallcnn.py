@@ -3,9 +3,10 @@
 Not a network of the study. It exists for work where the study's networks are too slow on a
 laptop-class CPU: calibrating the synthetic X-ray set over dozens of runs (DenseNet-121 takes
 minutes per run on two cores), quick experiments, and smoke grids. The design is the one that
-SYNTHETIC.md measured as learning the synthetic shifts at 64 pixels: four 3x3 convolutions with
-BatchNorm and ReLU (16-32-64-64 channels), max-pooling after the first three, global average
-pooling, dropout and one logit. The sample's slices (or channels) are its input channels.
+the synthetic prototype measured (docs/study.md) as learning the synthetic shifts at 64
+pixels: four 3x3 convolutions with BatchNorm and ReLU (16-32-64-64 channels), max-pooling after
+the first three, global average pooling, dropout and one logit. The sample's slices (or
+channels) are its input channels.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ study carries the same label, so a preset must choose one series per patient (da
 The download holds contrast-enhanced, bone-kernel and reformatted series beside the plain head
 CT (the 1,267 series folders of the 490 scans are listed in muschellij2/cq500_code,
 ``R/checking_cq500_ss.csv``); the ct_head preset keeps the plain one (conf/dataset/ct_head.yaml,
-README). Readers labelled from all reconstructions together; a haemorrhage visible only on a
-thin series keeps its label on a thick one.
+docs/presets/ct_head.md). Readers labelled from all reconstructions together; a haemorrhage
+visible only on a thin series keeps its label on a thick one.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from shiftlab.files import write_text_atomic
 from shiftlab.report.stats import CI_LEVEL
 from shiftlab.report.summary import MODALITY_ORDER
 
-# The study's mean cross-domain AUC change per modality (PAPER.md), and its count of scenarios
+# The study's mean cross-domain AUC change per modality (docs/study.md), and its count of scenarios
 # with a drop.
 STUDY_DELTA = {"MRI": -0.097, "X-ray": -0.067, "CT": -0.026}
 STUDY_DROPS = "11 of 14"

@@ -258,7 +258,7 @@ def sbatch_script(
     if int(launcher.get("nodes") or 1) != 1 or int(launcher.get("tasks_per_node") or 1) != 1:
         raise ShiftlabError(
             "the sbatch script runs one process per array task: set hydra.launcher.nodes=1 and "
-            "hydra.launcher.tasks_per_node=1 (one run on several GPUs: README, 'DDP')"
+            "hydra.launcher.tasks_per_node=1 (one run on several GPUs: docs/launchers.md, 'DDP')"
         )
     options = []
     for key, option in SBATCH_OPTIONS.items():

@@ -11,7 +11,7 @@ do: reconstruction kernel (sharp with edge overshoot on GE, smooth on Siemens), 
 texture (white on the sharp kernel, correlated on the smooth one), slice thickness (thin slices
 on GE, thick ones that average more of z on Siemens) and a few HU of calibration offset. The
 malignant cues are fine structures (spicules, texture), so the two renderings of one cue differ,
-which is what makes a shift rather than one vendor merely being harder (SYNTHETIC.md).
+which is what makes a shift rather than one vendor merely being harder (docs/study.md).
 
 Every acquisition parameter moves with one severity knob (``shiftlab.synth.severity``); severity
 0 gives identical vendors, slice thickness included. Header names (manufacturer, model, kernel)

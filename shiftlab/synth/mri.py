@@ -6,7 +6,7 @@ Positive series hold an enhancing lesion. The two vendors differ as two scanners
 same" protocol do:
 
 - the lesion renders differently (a bright core on GE, a bright rim on Siemens). Without this, a
-  shift only makes one vendor *harder*, not *different* (SYNTHETIC.md): a model trained on the
+  shift only makes one vendor *harder*, not *different* (docs/study.md): a model trained on the
   harder vendor then scores higher on the easier one;
 - tissue contrast weighting, intensity transfer curve (gamma), coil bias field, blur, Rician
   noise level and texture (correlated on Siemens), matrix size and stored value range.

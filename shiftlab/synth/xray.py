@@ -10,7 +10,7 @@ unsharp-mask edge enhancement, gamma and a sigmoid tone curve. Positive images h
 The two vendors differ as two rooms running "the same" chest protocol do:
 
 - the finding renders differently. Without this, a shift only makes one vendor *harder*, not
-  *different* (SYNTHETIC.md): a model trained on the harder vendor then scores higher on the
+  *different* (docs/study.md): a model trained on the harder vendor then scores higher on the
   easier one. Here the tube voltage sets how dense bone and the calcified core look against soft
   tissue, and the edge enhancement sets which scale of the finding stands out (its sharp rim on
   GE, its broad opacity on Philips);
