@@ -103,6 +103,31 @@ def test_quick_start_test_command_is_the_makefiles_test_target() -> None:
     assert re.search(r"python -m pytest\b", result.stdout), result.stdout
 
 
+def test_readme_links_point_at_files_and_headings_that_exist() -> None:
+    """The README is not part of the docs site, whose strict build checks the links of docs/."""
+    text = README.read_text(encoding="utf-8")
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue  # a web address
+        path, _, anchor = target.partition("#")
+        file = REPO / path
+        if not file.exists() or (anchor and anchor not in headings(file)):
+            broken.append(target)
+    assert not broken, f"README.md links to what does not exist: {broken}"
+
+
+def headings(page: Path) -> set[str]:
+    """The anchors of a Markdown page's headings, as the docs site names them (lower case,
+    punctuation dropped, spaces as hyphens), outside code blocks."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(encoding="utf-8"), flags=re.M | re.S)
+    found = set()
+    for title in re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE):
+        slug = re.sub(r"[^\w\s-]", "", title).strip().lower()
+        found.add(re.sub(r"[-\s]+", "-", slug))
+    return found
+
+
 @pytest.mark.slow
 def test_quick_start_commands_run_as_written(tmp_path: Path) -> None:
     text = quick_start()
