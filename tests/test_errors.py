@@ -15,7 +15,7 @@ from dicom_factory import write_series
 
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import ShiftlabError
-from shiftlab.ingest import run_ingest
+from shiftlab.ingest.run import run_ingest
 from shiftlab.train import train
 
 

@@ -19,7 +19,9 @@ from dicom_factory import write_series
 from pydicom.datadict import tag_for_keyword
 from pydicom.uid import RLELossless
 
-from shiftlab.ingest import SKIPPED_NAME, UNUSED_NAME, run_ingest, scan_dicom_tree
+from shiftlab.ingest.accounting import SKIPPED_NAME, UNUSED_NAME
+from shiftlab.ingest.run import run_ingest
+from shiftlab.ingest.series import scan_dicom_tree
 from shiftlab.manifest import load_manifest
 
 SEED = 20240611

@@ -27,7 +27,7 @@ from shiftlab.data.preprocess import (
     stack_slices,
 )
 from shiftlab.errors import ShiftlabError
-from shiftlab.ingest import ensure_twin, run_ingest
+from shiftlab.ingest.run import ensure_twin, run_ingest
 from shiftlab.manifest import load_manifest
 from shiftlab.recipes.bids import sidecar
 from shiftlab.train import train

@@ -21,7 +21,8 @@ from omegaconf import DictConfig
 
 from shiftlab.config import CONF_DIR
 from shiftlab.errors import ShiftlabError
-from shiftlab.ingest import run_ingest, scan_dicom_tree
+from shiftlab.ingest.run import run_ingest
+from shiftlab.ingest.series import scan_dicom_tree
 from shiftlab.labels import read_label_table
 from shiftlab.manifest import COLUMNS, assign_splits, load_manifest
 from shiftlab.pseudonym import load_or_create_key, pseudonym
@@ -112,7 +113,7 @@ def compose_cfg(data_dir: Path, dataset_root: Path, *overrides: str) -> DictConf
 def ingest(cfg: DictConfig) -> tuple[object, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        info = run_ingest(cfg.dataset, cfg.paths, cfg.split_seed)
+        info = run_ingest(cfg.dataset, cfg.paths, cfg.split_seed).manifest
     return info, out.getvalue()
 
 

@@ -13,7 +13,8 @@ from dicom_factory import write_series
 from omegaconf import OmegaConf
 
 from shiftlab.errors import ShiftlabError
-from shiftlab.ingest import SeriesSelection, run_ingest
+from shiftlab.ingest.run import run_ingest
+from shiftlab.ingest.selection import SeriesSelection
 from shiftlab.labels import FILE_STEM, LabelledSample, LabelTable
 from shiftlab.manifest import load_manifest
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from shiftlab.data.preprocess import XRayPreprocessor, read_slices
 from shiftlab.errors import ShiftlabError, instantiate
-from shiftlab.ingest import ensure_twin, run_ingest
+from shiftlab.ingest.run import ensure_twin, run_ingest
 from shiftlab.manifest import SPLITS, load_manifest
 from shiftlab.recipes import padchest
 from shiftlab.synth.twins import padchest as twin

@@ -26,7 +26,7 @@ from shiftlab.data.preprocess import (
     read_slices,
 )
 from shiftlab.errors import ShiftlabError, instantiate
-from shiftlab.ingest import ensure_twin, run_ingest
+from shiftlab.ingest.run import ensure_twin, run_ingest
 from shiftlab.manifest import PATH_SEPARATOR
 from shiftlab.recipes import cq500, lidc
 from shiftlab.synth.twins import cq500 as cq500_twin

@@ -25,8 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from shiftlab.data.cache import build_preprocessor
 from shiftlab.data.preprocess import MRISlicePreprocessor, read_slices
+from shiftlab.domains import usable_domains
 from shiftlab.errors import ShiftlabError, instantiate
-from shiftlab.ingest import ensure_twin, run_ingest, usable_domains
+from shiftlab.ingest.run import ensure_twin, run_ingest
 from shiftlab.manifest import PATH_SEPARATOR, SPLITS, load_manifest
 from shiftlab.recipes import adni, duke_breast_mri, prostate_mri_us_biopsy
 from shiftlab.vendors import normalise_vendor

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from shiftlab.data.preprocess import MammoPreprocessor, XRayPreprocessor, read_slices
 from shiftlab.errors import ShiftlabError, instantiate
-from shiftlab.ingest import ensure_twin, run_ingest
+from shiftlab.ingest.run import ensure_twin, run_ingest
 from shiftlab.labels import FILE_STEM
 from shiftlab.manifest import SPLITS, load_manifest
 from shiftlab.recipes import vindr_cxr, vindr_mammo

@@ -27,14 +27,10 @@ from pydicom.datadict import tag_for_keyword
 from shiftlab.data import cache
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.data.preprocess import modality_values, read_slices, slice_geometry
-from shiftlab.ingest import (
-    FLAGGED_NAME,
-    SKIPPED_NAME,
-    read_slice,
-    reason_kind,
-    run_ingest,
-    scan_dicom_tree,
-)
+from shiftlab.ingest.accounting import FLAGGED_NAME, SKIPPED_NAME, reason_kind
+from shiftlab.ingest.headers import read_slice
+from shiftlab.ingest.run import run_ingest
+from shiftlab.ingest.series import scan_dicom_tree
 from shiftlab.manifest import JSON_NAME, PATH_SEPARATOR, load_manifest
 from shiftlab.train import train
 

@@ -21,7 +21,9 @@ from dicom_factory import write_series
 from omegaconf import OmegaConf
 
 from shiftlab.errors import ShiftlabError
-from shiftlab.ingest import SeriesHeader, SeriesSelection, ensure_twin, run_ingest
+from shiftlab.ingest.headers import SeriesHeader
+from shiftlab.ingest.run import ensure_twin, run_ingest
+from shiftlab.ingest.selection import SeriesSelection
 from shiftlab.manifest import PATH_SEPARATOR
 from shiftlab.synth.twins import cq500 as cq500_twin
 from shiftlab.synth.twins import vindr_cxr as cxr_twin

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from shiftlab.data.cache import build_preprocessor
 from shiftlab.data.preprocess import MRISlicePreprocessor, read_slices
 from shiftlab.errors import ShiftlabError
-from shiftlab.ingest import ensure_twin, run_ingest
+from shiftlab.ingest.run import ensure_twin, run_ingest
 from shiftlab.manifest import PATH_SEPARATOR, load_manifest
 from shiftlab.recipes import adni, duke_breast_mri
 

@@ -20,7 +20,7 @@ from hydra.errors import MissingConfigException
 
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import ShiftlabError
-from shiftlab.ingest import run_ingest
+from shiftlab.ingest.run import run_ingest
 from shiftlab.train import train
 
 TINY = ("dataset.synthetic.patients_per_vendor=12", "model=smallcnn", "trainer.max_epochs=1")

@@ -21,8 +21,10 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import MPEG2MPML, RLELossless
 
-from shiftlab import ingest as ingest_module
-from shiftlab.ingest import FLAGGED_NAME, SKIPPED_NAME, UNUSED_NAME, run_ingest, scan_dicom_tree
+from shiftlab.ingest import headers
+from shiftlab.ingest.accounting import FLAGGED_NAME, SKIPPED_NAME, UNUSED_NAME
+from shiftlab.ingest.run import run_ingest
+from shiftlab.ingest.series import scan_dicom_tree
 from shiftlab.manifest import load_manifest
 
 N_SLICES = 4
@@ -245,11 +247,11 @@ def test_a_compressed_file_whose_decoder_is_not_installed_is_skipped(
     # As on a machine without the plugin: pydicom's own RLE decoder is not there.
     decoder = get_decoder(RLELossless)
     monkeypatch.setattr(decoder, "_available", {})
-    ingest_module._decoder_problem.cache_clear()
+    headers.decoder_problem.cache_clear()
     try:
         series, skipped = scan_dicom_tree(tmp_path)
     finally:
-        ingest_module._decoder_problem.cache_clear()
+        headers.decoder_problem.cache_clear()
     assert series == []
     assert [path for path, _ in skipped] == ["rle/1-01.dcm", "rle/1-02.dcm"]
     reason = skipped[0][1]

@@ -22,7 +22,8 @@ import pytest
 from conftest import compose_config
 
 from shiftlab.errors import instantiate
-from shiftlab.ingest import SKIPPED_NAME, run_ingest
+from shiftlab.ingest.accounting import SKIPPED_NAME
+from shiftlab.ingest.run import run_ingest
 from shiftlab.manifest import JSON_NAME
 
 # Writes a fraction of the file named on its command line under the temporary name a writer of

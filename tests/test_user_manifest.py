@@ -13,7 +13,7 @@ from dicom_factory import copy_as_new_scan
 from pydicom.data import get_testdata_file
 
 from shiftlab.errors import ShiftlabError
-from shiftlab.ingest import run_ingest
+from shiftlab.ingest.run import run_ingest
 from shiftlab.manifest import load_manifest
 from shiftlab.train import train
 

@@ -29,8 +29,8 @@ from tqdm import tqdm
 from shiftlab.errors import ShiftlabError, instantiate
 from shiftlab.files import write_text_atomic, write_via_temporary
 from shiftlab.identity import stable_targets
+from shiftlab.ingest.reader_warnings import attribute_to, reader_warnings
 from shiftlab.manifest import PATH_SEPARATOR
-from shiftlab.reader_warnings import attribute_to, reader_warnings
 
 if TYPE_CHECKING:
     from shiftlab.data.preprocess import Preprocessor

@@ -28,7 +28,7 @@ def ensure_manifest(cfg: DictConfig) -> None:
     )
     if not meta_path.exists():
         # Imported only here: ingest brings pydicom, which a run with its manifest never needs.
-        from shiftlab.ingest import ensure_twin, run_ingest
+        from shiftlab.ingest.run import ensure_twin, run_ingest
 
         if dataset.get("synthetic"):
             if not (Path(dataset.root) / "labels.csv").exists():

@@ -40,6 +40,7 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 from shiftlab.data.image_files import image_format, read_image_slices
 from shiftlab.data.multiframe import is_multiframe, split_frames
 from shiftlab.errors import ShiftlabError
+from shiftlab.ingest.headers import instance_number
 
 INTENSITY_METHODS = ("zscore", "percentile")
 WINDOW_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
@@ -442,7 +443,7 @@ class MRISlicePreprocessor:
                 f"Set dataset.preprocess.slice_numbering={declared}."
             )
         if self.slice_numbering == "instance":
-            numbers = [(_instance_number(ds), k) for k, ds in enumerate(slices)]
+            numbers = [(instance_number(ds), k) for k, ds in enumerate(slices)]
             if any(n is None for n, _ in numbers):
                 raise ShiftlabError(
                     f"slice_numbering=instance needs InstanceNumber on every slice: "
@@ -470,13 +471,6 @@ class MRISlicePreprocessor:
 
     def __call__(self, slices: Sequence[Dataset], sample: Mapping) -> np.ndarray:
         return self.from_volume(stack_slices(slices), self.slice_position(slices, sample))
-
-
-def _instance_number(ds: Dataset) -> int | None:
-    try:
-        return int(ds.InstanceNumber)
-    except (AttributeError, TypeError, ValueError):
-        return None
 
 
 MAMMO_ALIGNMENTS = ("chest_wall_left", "none")

@@ -46,8 +46,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from shiftlab.errors import ShiftlabError
-from shiftlab.manifest import ManifestInfo
-from shiftlab.user_manifest import SampleTable, import_user_manifest
+from shiftlab.ingest.user_table import SampleTable
 
 PARTICIPANTS = "participants.tsv"
 MISSING = "n/a"
@@ -227,9 +226,3 @@ def sample_table(dataset_cfg: DictConfig) -> SampleTable:
     columns = ["path", "patient_id", "manufacturer", "label", "split", "model_name"]
     table = pd.DataFrame(rows, columns=[*columns, "field_strength"])
     return SampleTable(table, PARTICIPANTS, VENDOR_SOURCE, skipped)
-
-
-def import_bids(dataset_cfg: DictConfig, paths_cfg: DictConfig, split_seed: int) -> ManifestInfo:
-    """Ingest a BIDS folder through the hand-written-table importer (same manifest, cache,
-    DataModule and record as any other dataset)."""
-    return import_user_manifest(dataset_cfg, paths_cfg, split_seed, sample_table(dataset_cfg))

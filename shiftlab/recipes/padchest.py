@@ -4,7 +4,7 @@ PadChest ships its images as 16-bit greyscale PNG, not DICOM, so nothing can be 
 image files' headers: the scanner maker, the patient and the labels all come from the one label
 table, ``PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz``. This recipe turns that table
 into shiftlab's sample table (columns ``path, patient_id, manufacturer, label``), which is then
-imported the same way as a hand-written ``dataset=custom`` table (``shiftlab.user_manifest``).
+imported the same way as a hand-written ``dataset=custom`` table (``shiftlab.ingest.user_table``).
 
 Published format, as read by public code (cited by repository and path):
 
@@ -68,8 +68,8 @@ from pathlib import Path
 import pandas as pd
 
 from shiftlab.errors import ShiftlabError
+from shiftlab.ingest.user_table import SampleTable
 from shiftlab.labels import read_label_file
-from shiftlab.user_manifest import SampleTable
 
 WHAT = "PadChest label table"
 TABLE_NAME = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"

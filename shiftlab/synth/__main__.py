@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from shiftlab.config import CONF_DIR
 from shiftlab.errors import ShiftlabError, exit_on_user_error, instantiate
-from shiftlab.ingest import run_ingest
+from shiftlab.ingest.run import run_ingest
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="ingest")

@@ -37,21 +37,21 @@ from omegaconf import DictConfig
 
 from shiftlab.data.image_files import FORMAT_NAMES, image_format, read_image_info
 from shiftlab.errors import ShiftlabError
-from shiftlab.ingest import (
+from shiftlab.ingest.accounting import (
     FLAGGED_NAME,
     SKIPPED_NAME,
-    SeriesHeader,
-    finish_manifest,
-    print_skipped,
-    read_slice,
-    scan_dicom_tree,
+    IngestSummary,
+    TableAccounts,
+    count_skipped_kinds,
     vendor_note,
 )
+from shiftlab.ingest.headers import SeriesHeader, read_slice
+from shiftlab.ingest.rows import finish_manifest
+from shiftlab.ingest.series import scan_dicom_tree
 from shiftlab.manifest import (
     COLUMNS,
     PATH_SEPARATOR,
     SPLITS,
-    ManifestInfo,
     csv_bytes,
     write_if_changed,
 )
@@ -233,9 +233,11 @@ def import_user_manifest(
     dataset_cfg: DictConfig,
     paths_cfg: DictConfig,
     split_seed: int,
+    summary: IngestSummary,
     table: SampleTable | None = None,
-) -> ManifestInfo:
-    """Check every row of a sample table against its files and write the manifest.
+) -> None:
+    """Check every row of a sample table against its files and write the manifest, filling
+    ``summary`` as it goes.
 
     The table is ``dataset.user_manifest`` (a CSV written by hand) unless a recipe passes one it
     built (``shiftlab.recipes.bids``).
@@ -296,9 +298,7 @@ def import_user_manifest(
     write_if_changed(skipped_path, csv_bytes(pd.DataFrame(skipped, columns=["path", "reason"])))
     flagged_table = pd.DataFrame(sorted(flagged), columns=["path", "note"])
     write_if_changed(flagged_path, csv_bytes(flagged_table))
-    print(f"rows in table:      {len(table.rows)} ({table.source})")
-    print(f"rows skipped:       {n_rows_skipped} (reasons in {skipped_path})")
-    skipped_by_kind = print_skipped(skipped)
+    skipped_by_kind = count_skipped_kinds(skipped)
     # A file is counted once: one that a repeating row names again is in a sample already.
     in_samples = {f for r in rows for f in r["paths"].split(PATH_SEPARATOR)}
     only_skipped = {path for path, _ in skipped} - in_samples
@@ -307,16 +307,18 @@ def import_user_manifest(
         "in_samples": len(in_samples),
         "skipped": len(only_skipped),
     }
-    print(
-        f"files accounted:    {files['scanned']} = {files['in_samples']} in samples + "
-        f"{files['skipped']} skipped (every file of a skipped row or folder, in {skipped_path})"
-    )
     n_unknown = sum(r["vendor"] == UNKNOWN for r in rows)
-    if n_unknown:
-        print(f"vendor unknown:     {n_unknown} samples (see {flagged_path})")
-    if len(flagged_table):
-        print(f"caveats:            {len(flagged_table)} on kept samples (in {flagged_path})")
-    print(f"vendor taken from:  {', '.join(f'{k} {n}' for k, n in sorted(vendor_sources.items()))}")
+    summary.table = TableAccounts(
+        source=table.source,
+        n_rows=len(table.rows),
+        n_rows_skipped=n_rows_skipped,
+        manifest_dir=manifest_dir,
+        skipped_by_kind=skipped_by_kind,
+        files=files,
+        n_vendor_unknown=n_unknown,
+        n_flagged=len(flagged_table),
+        vendor_sources=dict(sorted(vendor_sources.items())),
+    )
     if not rows:
         raise ShiftlabError(f"no row of {table.source} could be used; see {skipped_path}.")
     df = pd.DataFrame(rows, columns=list(COLUMNS))
@@ -330,8 +332,9 @@ def import_user_manifest(
         "skipped_by_kind": skipped_by_kind,
         "n_flagged": len(flagged_table),
         "n_samples_vendor_unknown": n_unknown,
-        # Where each sample's manufacturer came from (DESIGN.md: the manifest says which).
+        # Where each sample's manufacturer came from: the manifest says which
+        # (docs/presets/custom.md).
         "vendor_source": dict(sorted(vendor_sources.items())),
         "pseudonym_key_id": pseudonym(key, "shiftlab-key-id", "k-"),
     }
-    return finish_manifest(df, raw, dataset_cfg, split_seed, meta)
+    summary.domains, summary.manifest = finish_manifest(df, raw, dataset_cfg, split_seed, meta)

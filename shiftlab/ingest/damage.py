@@ -4,7 +4,7 @@ pydicom reads as far as it can and stops quietly at the end of a file, so a file
 header parses into a Dataset that merely lacks its later attributes, and a flipped byte in an
 element's tag or length makes it skip to a position far past the end. Ingest asks here why a
 file it cannot use is that way, so that skipped.csv says what happened rather than what is
-missing as a consequence. The reasons, by kind (``shiftlab.ingest.reason_kind``):
+missing as a consequence. The reasons, by kind (``shiftlab.ingest.accounting.reason_kind``):
 
 - ``empty file``: zero bytes.
 - ``truncated header``: the file ends inside its 128-byte preamble, its file meta information
