@@ -17,7 +17,6 @@ import pytest
 import SimpleITK as sitk
 from conftest import compose_config, compose_train
 
-from shiftlab.data.image_files import read_image_info, read_image_slices
 from shiftlab.data.preprocess import (
     CTVolumePreprocessor,
     MRIPreprocessor,
@@ -27,9 +26,10 @@ from shiftlab.data.preprocess import (
     stack_slices,
 )
 from shiftlab.errors import ShiftlabError
+from shiftlab.ingest.bids import sidecar
+from shiftlab.ingest.image_files import read_image_info, read_image_slices
 from shiftlab.ingest.run import ensure_twin, run_ingest
 from shiftlab.manifest import load_manifest
-from shiftlab.recipes.bids import sidecar
 from shiftlab.train import train
 
 VENDORS = {"ge": "GE MEDICAL SYSTEMS", "siemens": "SIEMENS"}

@@ -37,10 +37,10 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from scipy.ndimage import gaussian_filter, map_coordinates
 
-from shiftlab.data.image_files import image_format, read_image_slices
-from shiftlab.data.multiframe import is_multiframe, split_frames
 from shiftlab.errors import ShiftlabError
 from shiftlab.ingest.headers import instance_number
+from shiftlab.ingest.image_files import image_format, read_image_slices
+from shiftlab.ingest.multiframe import is_multiframe, split_frames
 
 INTENSITY_METHODS = ("zscore", "percentile")
 WINDOW_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
@@ -57,8 +57,8 @@ class Preprocessor(Protocol):
 
 def read_slices(files: Sequence[Path]) -> list[Dataset]:
     """Read and decode every file of a sample, naming the file that fails. A NIfTI or PNG file
-    gives its slices as Datasets (``shiftlab.data.image_files``), and so does a multi-frame
-    DICOM file, one per frame (``shiftlab.data.multiframe``)."""
+    gives its slices as Datasets (``shiftlab.ingest.image_files``), and so does a multi-frame
+    DICOM file, one per frame (``shiftlab.ingest.multiframe``)."""
     slices = []
     for path in files:
         if image_format(path) != "dicom":  # NIfTI or PNG: one file, every slice

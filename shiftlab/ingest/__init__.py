@@ -21,6 +21,9 @@ One job per module, in the order an ingest runs:
 - ``accounting``: where every file went (skipped.csv, unused.csv, flagged.csv), and the
   summary an ingest prints (``IngestSummary``, ``print_summary``).
 - ``user_table``: a sample table written by hand (or built by a recipe) instead of a scan.
+- ``bids``: a BIDS folder (NIfTI images, ``participants.tsv``) as such a sample table.
+- ``multiframe`` and ``image_files``: a multi-frame DICOM file, or a NIfTI or PNG image, read as
+  single-frame slices, so everything after them (ingest and the cache build alike) sees slices.
 - ``reader_warnings``: the DICOM reader's warnings, shown once each without raw values.
 - ``run``: the command (``run_ingest``, ``ensure_twin``, ``main``).
 

@@ -21,18 +21,18 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
-from shiftlab.data.multiframe import (
-    frame_attributes,
-    frames_problem,
-    is_multiframe,
-    number_of_frames,
-)
 from shiftlab.ingest.damage import (
     missing_reason,
     no_pixels_reason,
     not_dicom_reason,
     read_error_reason,
     structure_damage,
+)
+from shiftlab.ingest.multiframe import (
+    frame_attributes,
+    frames_problem,
+    is_multiframe,
+    number_of_frames,
 )
 from shiftlab.labels import FILE_STEM
 from shiftlab.manifest import PATH_SEPARATOR
@@ -270,7 +270,7 @@ def read_slice(path: Path, relative: str, extra_tags: Sequence[str], group_by: s
 
 def _frames(ds: Dataset, group_by: str) -> tuple[Geometry, tuple[float | None, ...]] | str:
     """The geometry the frames of a multi-frame file share and their positions along the
-    normal (``shiftlab.data.multiframe``), or why they cannot be the slices of one volume."""
+    normal (``shiftlab.ingest.multiframe``), or why they cannot be the slices of one volume."""
     n = number_of_frames(ds)
     if n > 1 and group_by == "SOPInstanceUID":
         return (

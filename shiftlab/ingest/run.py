@@ -94,7 +94,7 @@ def _ingest(
     if dataset_cfg.get("user_manifest"):
         import_user_manifest(dataset_cfg, paths_cfg, split_seed, summary)
     elif dataset_cfg.get("bids"):
-        from shiftlab.recipes.bids import sample_table
+        from shiftlab.ingest.bids import sample_table
 
         table = sample_table(dataset_cfg)
         import_user_manifest(dataset_cfg, paths_cfg, split_seed, summary, table)

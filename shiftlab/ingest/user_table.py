@@ -35,7 +35,6 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from shiftlab.data.image_files import FORMAT_NAMES, image_format, read_image_info
 from shiftlab.errors import ShiftlabError
 from shiftlab.ingest.accounting import (
     FLAGGED_NAME,
@@ -46,6 +45,7 @@ from shiftlab.ingest.accounting import (
     vendor_note,
 )
 from shiftlab.ingest.headers import SeriesHeader, read_slice
+from shiftlab.ingest.image_files import FORMAT_NAMES, image_format, read_image_info
 from shiftlab.ingest.rows import finish_manifest
 from shiftlab.ingest.series import scan_dicom_tree
 from shiftlab.manifest import (
@@ -240,7 +240,7 @@ def import_user_manifest(
     ``summary`` as it goes.
 
     The table is ``dataset.user_manifest`` (a CSV written by hand) unless a recipe passes one it
-    built (``shiftlab.recipes.bids``).
+    built (``shiftlab.ingest.bids``).
     """
     if table is None:
         table_path = Path(dataset_cfg.user_manifest)

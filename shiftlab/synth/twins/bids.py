@@ -1,6 +1,6 @@
 """Miniature BIDS twin: T1-weighted NIfTI volumes with JSON sidecars and a participants.tsv.
 
-Layout written (BIDS raw data; see shiftlab/recipes/bids.py for the specification it follows)::
+Layout written (BIDS raw data; see shiftlab/ingest/bids.py for the specification it follows)::
 
     <bids_dir>/dataset_description.json, README, participants.tsv, participants.json
     <bids_dir>/T1w.json                                  shared by every T1w image (inherited)
