@@ -80,9 +80,10 @@ test-slurm: $(STAMP)  ## a one-node SLURM cluster here (root, apt), then the SLU
 docs: $(STAMP)  ## build the documentation site strictly (a broken link or a missing page fails)
 	$(BIN)/mkdocs build --strict --site-dir site
 
-lint: $(STAMP)  ## ruff
+lint: $(STAMP)  ## ruff, and the layers of shiftlab/ (import-linter: pyproject.toml)
 	$(BIN)/ruff check shiftlab tests benchmarks
 	$(BIN)/ruff format --check shiftlab tests benchmarks
+	$(BIN)/lint-imports
 
 clean:  ## remove caches and outputs (keeps .venv and data/)
 	rm -rf .pytest_cache .ruff_cache outputs/* wandb lightning_logs
