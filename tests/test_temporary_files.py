@@ -2,7 +2,7 @@
 and the next generation removes it.
 
 shiftlab writes each file under a temporary name, ``<name>.<pid>.tmp``, and renames it into place
-(``shiftlab/tempfiles.py``). A process killed between the two (``kill -9``, an out-of-memory kill,
+(``shiftlab/files.py``). A process killed between the two (``kill -9``, an out-of-memory kill,
 a SLURM time limit) leaves the first part of a real DICOM file there, with the SOP Instance UID of
 the file it was writing: ingest listed it as a duplicate SOPInstanceUID, for good.
 """
