@@ -32,7 +32,6 @@ from omegaconf import OmegaConf
 
 from shiftlab.errors import ShiftlabError
 from shiftlab.runs.slurm import STUCK_REASONS, pending_reasons
-from shiftlab.runs.states import job_run_dir
 
 # The run record's modules (pandas) are imported where they are used: Hydra imports the plugin
 # built on this module (hydra_plugins/shiftlab_plugins/launchers.py) in every application.
@@ -65,6 +64,10 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
     run_dirs: dict[tuple[str, ...], Path]
 
     def _run_dir(self, overrides: Sequence[str]) -> Path:
+        # Imported here: Hydra imports this module in every application it starts (plugin
+        # discovery), and the run states bring pandas with them.
+        from shiftlab.runs.states import job_run_dir
+
         known = getattr(self, "run_dirs", {}).get(tuple(overrides))
         if known is not None:
             return known
