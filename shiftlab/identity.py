@@ -12,7 +12,9 @@ The hash reads each class or function a config names by ``_target_`` through its
 (``STABLE_NAMES``), not through where its code lives, so moving a class renames no run directory
 and rebuilds no cache (``stable_targets``; the cache key reads the preprocessing settings the
 same way). It reads the optimiser settings of shiftlab 0.1.0's shape where they mean the same
-(``hashed_settings``), so run directories made before ``optim`` named its class keep theirs.
+(``hashed_settings``), so run directories made before ``optim`` named its class keep theirs, and
+leaves out the ``_target_`` of the ablations, known by their name before they were classes
+(``UNNAMED_BEFORE_0_3``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ STABLE_NAMES: dict[str, str] = {
         "shiftlab.data.preprocess.MRISlicePreprocessor",
         "shiftlab.data.preprocess.MammoPreprocessor",
         "shiftlab.data.preprocess.XRayPreprocessor",
+        "shiftlab.data.shift.NoShift",
+        "shiftlab.data.shift.TargetInjection",
+        "shiftlab.data.shift.TrainingNoise",
         "shiftlab.labels.read_label_table",
         "shiftlab.models.densenet.DenseNet121",
         "shiftlab.models.mrnet2d.MRNet2D",
@@ -109,6 +114,17 @@ STABLE_NAMES: dict[str, str] = {
     "shiftlab.runs.states.OutputCheck": "shiftlab.runs.OutputCheck",
     "shiftlab.loggers.wandb.MaskedWandbLogger": "shiftlab.wandb_logger.MaskedWandbLogger",
 }
+# Stable names of classes that runs were told apart without: the ablations (conf/shift/) were
+# plain settings known by ``shift.name`` until they became classes built by ``_target_`` (0.3),
+# so their ``_target_`` says nothing that ``name`` does not. The hash leaves it out wherever it
+# is (``shift`` and ``data.shift``), and the run directories made before keep their names.
+UNNAMED_BEFORE_0_3 = frozenset(
+    {
+        "shiftlab.data.shift.NoShift",
+        "shiftlab.data.shift.TargetInjection",
+        "shiftlab.data.shift.TrainingNoise",
+    }
+)
 
 
 def stable_targets(value: Any) -> Any:
@@ -123,10 +139,24 @@ def stable_targets(value: Any) -> Any:
     return value
 
 
+def without_unnamed(value: Any) -> Any:
+    """``value`` (its targets by stable name) without a ``_target_`` of ``UNNAMED_BEFORE_0_3``."""
+    if isinstance(value, dict):
+        return {
+            key: without_unnamed(item)
+            for key, item in value.items()
+            if not (key == "_target_" and item in UNNAMED_BEFORE_0_3)
+        }
+    if isinstance(value, list):
+        return [without_unnamed(item) for item in value]
+    return value
+
+
 def hashed_settings(values: dict[str, Any]) -> dict[str, Any]:
-    """The settings as the hash reads them: every ``_target_`` by its stable name, and an Adam
-    run with a scheduler that 0.1.0 had in the shape ``optim`` had then."""
-    values = stable_targets(values)
+    """The settings as the hash reads them: every ``_target_`` by its stable name (none for the
+    classes of ``UNNAMED_BEFORE_0_3``), and an Adam run with a scheduler that 0.1.0 had in the
+    shape ``optim`` had then."""
+    values = without_unnamed(stable_targets(values))
     optim, scheduler = values.get("optim"), values.get("scheduler")
     if not (isinstance(optim, dict) and isinstance(scheduler, dict)):
         return values

@@ -4,8 +4,11 @@ python -m shiftlab.train                                   # synthetic MRI, ge -
 python -m shiftlab.train dataset=mri_breast source=ge target=siemens seed=3
 python -m shiftlab.train experiment=paper_grid             # the study's grid (conf/experiment/)
 
-A run whose record is complete is not trained again; an incomplete one resumes from its
-last.ckpt; one that another live process trains is skipped (shiftlab/runs.py).
+``train`` is one run in the study's order: check the settings, prepare the data, build, fit,
+select the checkpoint, test, record (a failure is recorded beside the run, ``recorded_attempt``
+in shiftlab/runs/failure.py). ``run`` leaves out a run whose record is complete (not trained
+again) or that another live process trains (skipped, shiftlab/runs/states.py); an incomplete one
+resumes from its last.ckpt. ``main`` is the Hydra command, ``cli`` the console script.
 """
 
 from __future__ import annotations
@@ -48,9 +51,9 @@ from shiftlab.loggers.local_paths import mask_local_paths
 from shiftlab.loggers.wandb import wandb_run_id
 from shiftlab.models.classifier import ShiftClassifier
 from shiftlab.provenance import provenance, trained_by
-from shiftlab.runs.failure import FiniteLoss, check_finite_metrics, failure_record
+from shiftlab.runs.failure import FiniteLoss, check_finite_metrics, recorded_attempt
 from shiftlab.runs.gpu_slots import pin_gpu
-from shiftlab.runs.record import FAILURE, RunRecord, check_writable
+from shiftlab.runs.record import RunRecord, check_writable
 from shiftlab.runs.states import RunLock, describe
 from shiftlab.schema import check_train_config
 from shiftlab.seeding import StepSeed
@@ -100,7 +103,7 @@ def _result(
     datamodule: ShiftDataModule,
     checkpoint: ModelCheckpoint,
     evaluated: list[dict[str, float]],
-    timings: dict[str, float],
+    clock: RunClock,
     config_hash: str,
 ) -> dict[str, Any]:
     """The content of metrics.json: per-domain AUROC, ΔAUC, and what they depend on."""
@@ -133,7 +136,11 @@ def _result(
         # Samples whose pixels could not be decoded: in no split of this run (pseudonymous ids).
         "samples_excluded": datamodule.excluded.to_dict("records"),
         "shift": datamodule.shift_record(),
-        "timings_s": {name: round(seconds, 2) for name, seconds in timings.items()},
+        "timings_s": clock.timings_s(),
+        # Start-up of this run: from train() to the first training step (None: no step to take).
+        "first_step_s": clock.first_step_s(),
+        # A debug run checks the code path: the report leaves it out.
+        **({"debug": str(cfg.debug)} if cfg.get("debug") else {}),
     }
 
 
@@ -180,15 +187,70 @@ def check_trainer_settings(cfg: DictConfig) -> None:
         )
 
 
-class FirstStep(L.Callback):
-    """Notes when the first training batch of the run starts: where its start-up ends."""
+class RunClock(L.Callback):
+    """The run's timings, in one place: the phases that ``train`` ends in turn (``ends``), and,
+    as a callback, the start of the first training step (where the run's start-up ends)."""
 
     def __init__(self) -> None:
-        self.at: float | None = None
+        self.started = time.perf_counter()
+        self.phase_ends: dict[str, float] = {}
+        self.first_step: float | None = None
+
+    def ends(self, phase: str) -> None:
+        self.phase_ends[phase] = time.perf_counter()
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        if self.at is None:
-            self.at = time.perf_counter()
+        if self.first_step is None:
+            self.first_step = time.perf_counter()
+
+    def timings_s(self) -> dict[str, float]:
+        """Seconds of each phase, and of them all, as the record keeps them."""
+        marks = [self.started, *self.phase_ends.values()]
+        seconds = {phase: marks[i + 1] - marks[i] for i, phase in enumerate(self.phase_ends)}
+        seconds["total"] = marks[-1] - self.started
+        return {phase: round(value, 2) for phase, value in seconds.items()}
+
+    def first_step_s(self) -> float | None:
+        """From the start of ``train`` to the first training step (None: no step to take)."""
+        return None if self.first_step is None else round(self.first_step - self.started, 2)
+
+
+def check_run(cfg: DictConfig, run_dir: Path) -> None:
+    """Everything a run cannot go through with, refused before anything is made: settings of the
+    wrong type (seed=abc, optim.lr=fast, ...), trainer settings, a folder it cannot write."""
+    check_train_config(cfg)
+    check_trainer_settings(cfg)
+    check_writable(run_dir)
+
+
+def prepare_data(cfg: DictConfig) -> ShiftDataModule:
+    """The run's data: its manifest made where it is missing, and the datamodule, whose domains
+    are checked against the usable domains and pairs of this manifest."""
+    ensure_manifest(cfg)
+    try:
+        return instantiate(cfg.data)
+    except ShiftlabError as error:
+        raise explained(error, cfg) from None
+
+
+def start_record(
+    record: RunRecord,
+    cfg: DictConfig,
+    config_hash: str,
+    resume: tuple[Path, int] | None,
+    made_by: dict[str, Any],
+) -> None:
+    """This attempt's entry in the run record: where and by which code it runs."""
+    record.start(
+        cfg,
+        config_hash,
+        resume,
+        started_at=time.time(),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        code_version=made_by["code_version"],
+    )
 
 
 def build_model(cfg: DictConfig, datamodule: ShiftDataModule) -> ShiftClassifier:
@@ -246,119 +308,101 @@ def build_trainer(
     )
 
 
+def evaluation_trainer(
+    trainer: L.Trainer,
+    cfg: DictConfig,
+    run_dir: Path,
+    loggers: list[Logger],
+    model: ShiftClassifier,
+    best: str,
+) -> tuple[L.Trainer | None, str | None]:
+    """The trainer that evaluates the selected checkpoint ``best``, and the checkpoint to give it.
+
+    A distributed run is evaluated by global rank 0 alone, on its device, outside the process
+    group (DDP's samplers would split, and pad, the evaluation sets and the predictions table):
+    rank 0 loads the weights into ``model`` and gets a single-device trainer, the others None.
+    """
+    if trainer.world_size == 1:
+        return trainer, best
+    device, is_writer = trainer.strategy.root_device, trainer.is_global_zero
+    torch.distributed.destroy_process_group()
+    if not is_writer:
+        return None, None
+    single = build_trainer(
+        cfg,
+        run_dir,
+        loggers,
+        [],
+        devices=1,
+        num_nodes=1,
+        strategy=SingleDeviceStrategy(device),
+        plugins=[LightningEnvironment()],
+    )
+    model.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+    return single, None  # the weights are loaded; the new trainer has no checkpoint callback
+
+
+def write_result(
+    record: RunRecord,
+    result: dict[str, Any],
+    model: ShiftClassifier,
+    datamodule: ShiftDataModule,
+    loggers: list[Logger],
+) -> None:
+    """The run's result into its record (``done`` last) and the W&B summary."""
+    check_finite_metrics(result["metrics"])  # a nan AUROC is a failure, not a result
+    record.write_predictions(_predictions(model, datamodule))
+    for name, table in datamodule.shift_tables().items():
+        record.write_table(name, table)
+    record.write_metrics(result)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(mask_local_paths(_wandb_summary(result)))
+    record.finish()
+
+
 def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) -> dict[str, Any]:
-    """One run: returns the metrics it wrote to ``run_dir/metrics.json``. ``config_hash``:
+    """One run, as the study runs it: check the settings, prepare the data, build the model, fit
+    it on the source domain, select the checkpoint (best on source validation), test it on every
+    domain, record. Returns the metrics it wrote to ``run_dir/metrics.json``. ``config_hash``:
     ``settings_hash(cfg)`` where the caller has it already (it resolves the whole config)."""
-    started = time.perf_counter()
+    clock = RunClock()
     run_dir = Path(run_dir)
-    check_train_config(cfg)  # before anything is made: seed=abc, optim.lr=fast, ...
-    check_trainer_settings(cfg)
-    check_writable(run_dir)
-    ensure_manifest(cfg)
-    try:
-        datamodule: ShiftDataModule = instantiate(cfg.data)  # validates the domains
-    except ShiftlabError as error:  # with the usable domains and pairs of this manifest
-        raise explained(error, cfg) from None
+    check_run(cfg, run_dir)
+    datamodule = prepare_data(cfg)
     record = RunRecord(run_dir)
     config_hash = config_hash or settings_hash(cfg)
     resume = record.resume_point(config_hash)  # read by every process before any writes
-    # In a distributed run (torchrun, srun) the record is written by global rank 0 only.
-    writer = rank_zero_only.rank == 0
+    writer = rank_zero_only.rank == 0  # a distributed run's record: global rank 0 writes it
     made_by = provenance()  # code version and package versions, for the record
     if writer:
-        record.start(
-            cfg,
-            config_hash,
-            resume,
-            started_at=time.time(),
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
-            code_version=made_by["code_version"],
-        )
+        start_record(record, cfg, config_hash, resume, made_by)
     model = build_model(cfg, datamodule)
     checkpoint, last = build_checkpoints(cfg, run_dir)
-    first_step = FirstStep()
-    loggers: list[Logger] = []
-    failed = True
-    try:
+    with recorded_attempt(record, cfg, writer) as loggers:
         # A resumed attempt continues the W&B run of the attempt that began its training.
-        loggers = build_loggers(cfg, run_dir, wandb_run_id(config_hash, record.attempts()))
-        # What reaches the loggers: settings with the data locations masked, never patient data;
-        # W&B's logger masks every other local path by what it is (shiftlab/wandb_logger.py).
-        for logger in loggers:
+        loggers += build_loggers(cfg, run_dir, wandb_run_id(config_hash, record.attempts()))
+        for logger in loggers:  # settings with the data locations masked, never patient data
             logger.log_hyperparams(settings(cfg))
-        callbacks = [checkpoint, last, first_step, FiniteLoss(), StepSeed(cfg.seed)]
-        if cfg.get("debug"):
-            callbacks.append(TrainLossEcho())
+        callbacks = [checkpoint, last, clock, FiniteLoss(), StepSeed(cfg.seed)]
+        callbacks += [TrainLossEcho()] if cfg.get("debug") else []
         trainer = build_trainer(cfg, run_dir, loggers, callbacks)
-        fit_started = time.perf_counter()
+        clock.ends("setup")
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume and str(resume[0]))
-        test_started = time.perf_counter()
-        # Both evaluations use the selected checkpoint, so val and test numbers describe one model.
-        best: str | None = checkpoint.best_model_path
-        if trainer.world_size > 1:
-            # Evaluated by global rank 0 alone, on its device, outside the process group: DDP's
-            # samplers would split (and pad) the evaluation sets and the predictions table.
-            device, is_writer = trainer.strategy.root_device, trainer.is_global_zero
-            torch.distributed.destroy_process_group()
-            if not is_writer:
-                failed = False
-                return {}
-            trainer = build_trainer(
-                cfg,
-                run_dir,
-                loggers,
-                [],
-                devices=1,
-                num_nodes=1,
-                strategy=SingleDeviceStrategy(device),
-                plugins=[LightningEnvironment()],
-            )
-            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-            model.load_state_dict(state)
-            best = None  # the weights are loaded; the new trainer has no checkpoint callback
-        validated = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-        tested = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-        finished = time.perf_counter()
-        timings = {
-            "setup": fit_started - started,
-            "fit": test_started - fit_started,
-            "test": finished - test_started,
-            "total": finished - started,
-        }
-        evaluated = [*validated, *tested]
-        result = _result(cfg, datamodule, checkpoint, evaluated, timings, config_hash)
-        result["resumed_from_epoch"] = resume and resume[1]
-        if cfg.get("debug"):  # a check of the code path: the report leaves it out
-            result["debug"] = str(cfg.debug)
-        # Start-up of this run: from train() to the first training step (None: no step to take).
-        at = first_step.at
-        result["first_step_s"] = None if at is None else round(at - started, 2)
-        check_finite_metrics(result["metrics"])  # a nan AUROC is a failure, not a result
-        result |= made_by
+        clock.ends("fit")
+        # Validation and test both use the selected checkpoint: one model behind all numbers.
+        evaluator, best = evaluation_trainer(
+            trainer, cfg, run_dir, loggers, model, checkpoint.best_model_path
+        )
+        if evaluator is None:  # another process of a distributed run: rank 0 evaluates
+            return {}
+        validated = evaluator.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        tested = evaluator.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        clock.ends("test")
+        result = _result(cfg, datamodule, checkpoint, [*validated, *tested], clock, config_hash)
+        result |= {"resumed_from_epoch": resume and resume[1], **made_by}
         result["code_version"] = trained_by(record.attempts()) or made_by["code_version"]
-        record.write_predictions(_predictions(model, datamodule))
-        if datamodule.shift["name"] == "injection":
-            record.write_table("injected.csv", datamodule.injection_table())
-        record.write_metrics(result)
-        for logger in loggers:
-            if isinstance(logger, WandbLogger):
-                logger.experiment.summary.update(mask_local_paths(_wandb_summary(result)))
-        record.finish()
-        failed = False
-    except BaseException as error:
-        # Recorded beside the run (masked: no DICOM path), so the grid and the report say why.
-        if writer:
-            record.write_failure(failure_record(error, cfg))
-            if isinstance(error, ShiftlabError):
-                error.args = (f"{error} (recorded in {record.dir / FAILURE})",)
-        raise
-    finally:
-        if any(isinstance(logger, WandbLogger) for logger in loggers):
-            import wandb  # only when W&B is in use: importing it costs a second
-
-            wandb.finish(exit_code=1 if failed else 0)
+        write_result(record, result, model, datamodule, loggers)
     return result
 
 

@@ -25,14 +25,7 @@ from shiftlab.data.loading import (
     loader_options,
     loader_workers,
 )
-from shiftlab.data.shift import (
-    TrainingNoise,
-    TrainingSet,
-    check_shift,
-    noise_std,
-    pixel_std,
-    training_set,
-)
+from shiftlab.data.shift import Ablation, BatchNoise, TrainingSet, ablation
 from shiftlab.domains import Domains, domain_rows, resolve_domains
 from shiftlab.errors import ShiftlabError
 from shiftlab.manifest import load_manifest
@@ -64,7 +57,7 @@ class ShiftDataModule(L.LightningDataModule):
         dataset_name: str | None = None,
         gpu_workers: Mapping[str, int] | None = None,
         modality: str | None = None,
-        shift: Mapping | None = None,
+        shift: Ablation | Mapping | None = None,
         split_seed: int = 0,
         seed: int = 0,
         batch_reads: bool = True,
@@ -97,18 +90,21 @@ class ShiftDataModule(L.LightningDataModule):
         self._check_source_and_target()
         self.arrays: np.ndarray | None = None
         # The ablation (shiftlab/data/shift.py): which rows train, and noise on their images.
-        self.shift = _plain(shift) if shift is not None else {"name": "none"}
-        check_shift(self.shift)
+        self.ablation = ablation(shift)
         self.split_seed = split_seed
         self.training = self._training_set()
         self.seed = seed
         self.flips = EpochGenerator(seed, FLIP_STREAM)
-        self.noise: TrainingNoise | None = None
-        self.train_pixel_std: float | None = None
+        self.noise: BatchNoise | None = None
 
     @property
     def manifest_sha256(self) -> str:
         return str(self.manifest_meta["sha256"])
+
+    @property
+    def train_pixel_std(self) -> float | None:
+        """The training pixels' spread that the noise ablation measured (None: not measured)."""
+        return None if self.noise is None else self.noise.train_pixel_std
 
     def frame(self, domain: str, split: str) -> pd.DataFrame:
         """The manifest rows of one domain and split, ordered by file path.
@@ -147,10 +143,9 @@ class ShiftDataModule(L.LightningDataModule):
                 )
 
     def _training_set(self) -> TrainingSet:
-        return training_set(
+        return self.ablation.training_set(
             self.frame(self.domains.source, "train"),
             self.frame(self.domains.target, "train"),
-            self.shift,
             self.split_seed,
             target=self.domains.target,
         )
@@ -166,12 +161,9 @@ class ShiftDataModule(L.LightningDataModule):
             )
             self.arrays = built.arrays
             self._leave_out_undecodable(built.excluded, built.excluded_path)
-        if self.shift["name"] == "noise" and self.noise is None:
-            self.train_pixel_std = pixel_std(self.arrays, self._rows(self.training.frame))
-            std = noise_std(
-                float(self.shift["alpha"]), self.shift["reference"], self.train_pixel_std
-            )
-            self.noise = TrainingNoise(std, self.seed)
+        if self.noise is None:
+            rows = self._rows(self.training.frame)
+            self.noise = self.ablation.training_noise(self.arrays, rows, self.seed)
 
     def _leave_out_undecodable(self, excluded: pd.DataFrame, path: Path) -> None:
         """Leave the samples the cache could not decode out of every split, and say so.
@@ -255,33 +247,12 @@ class ShiftDataModule(L.LightningDataModule):
 
     def shift_record(self) -> dict:
         """The ablation as it was applied, for the run record (ids go to injected.csv)."""
-        record = dict(self.shift)
-        train = self.training
-        if record["name"] == "injection":
-            size = len(train.frame)
-            record |= {
-                "train_samples": size,
-                "source_samples": size - len(train.injected),
-                "target_samples": len(train.injected),
-                "dropped_source_samples": len(train.dropped),
-                "achieved_fraction": len(train.injected) / size if size else 0.0,
-            }
-        if record["name"] == "noise":
-            std = self.noise.std if self.noise is not None else None
-            record |= {"train_pixel_std": self.train_pixel_std, "noise_std": std}
-        return record
+        return self.ablation.record(self.training, self.noise)
+
+    def shift_tables(self) -> dict[str, pd.DataFrame]:
+        """Tables the ablation adds to the run record, by file name (``injected.csv``)."""
+        return self.ablation.tables(self.training)
 
     def injection_table(self) -> pd.DataFrame:
         """The rows an injection changed: target rows added, source rows they replaced."""
-        columns = ["sample_id", "patient_id", "vendor", "split", "label"]
-        parts = [
-            self.training.injected[columns].assign(role="injected"),
-            self.training.dropped[columns].assign(role="dropped"),
-        ]
-        return pd.concat(parts, ignore_index=True)
-
-
-def _plain(mapping: Mapping) -> dict:
-    if isinstance(mapping, DictConfig):
-        return OmegaConf.to_container(mapping, resolve=True)
-    return dict(mapping)
+        return self.training.changes()

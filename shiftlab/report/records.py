@@ -37,7 +37,7 @@ import yaml
 
 from shiftlab.auroc import auroc
 from shiftlab.errors import ShiftlabError
-from shiftlab.identity import DISPLAY_ONLY, NOT_SETTINGS
+from shiftlab.identity import DISPLAY_ONLY, NOT_SETTINGS, stable_targets, without_unnamed
 from shiftlab.report.stats import DomainTest, SeedTests
 
 RUN_MARKERS = ("done", "metrics.json", "attempts.json", "config.yaml")
@@ -167,10 +167,13 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def comparable_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """A run's settings as they bear on its result, without its seed: the resolved config less
-    what ``shiftlab.identity`` leaves out of a run's identity, with paths masked, flattened."""
+    what ``shiftlab.identity`` leaves out of a run's identity, with paths masked, flattened. Each
+    ``_target_`` reads as the hash reads it (by stable name; an ablation's not at all), so a run
+    from before a class moved, or before the ablations were classes, is in its group."""
     paths = {str(k): str(v) for k, v in (config.get("paths") or {}).items()}
     paths = dict(sorted(paths.items(), key=lambda item: -len(item[1])))  # longest first
     kept = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
+    kept = without_unnamed(stable_targets(kept))
     flat = flatten(_mask_paths(kept, paths))
     for key in (*SEED_KEYS, *(f"trainer.{k}" for k in DISPLAY_ONLY)):
         flat.pop(key, None)

@@ -5,6 +5,8 @@ exception's type, when) beside its record, and the attempt in ``attempts.json`` 
 The run stays incomplete (no ``done``), so the report leaves it out and a relaunch tries it again.
 The reason is meant to be read anywhere: DICOM and data locations in it are masked, since a file
 path can hold a patient folder name (the full message still goes to the console).
+``recorded_attempt`` wraps the training of an attempt: it records a failure and finishes the
+attempt's loggers (W&B learns whether the attempt failed), whichever way the attempt ends.
 """
 
 from __future__ import annotations
@@ -12,17 +14,20 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import pandas as pd
 import torch
+from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig
 
 from shiftlab.errors import ShiftlabError
 from shiftlab.manifest import CSV_NAME, PATH_SEPARATOR
+from shiftlab.runs.record import FAILURE, RunRecord
 
 REASON_CHARS = 500
 # On a GPU, reading the loss back every step would wait for the device at every step: the flag is
@@ -171,3 +176,29 @@ def failure_record(error: BaseException, cfg: DictConfig | None = None) -> dict[
         "error_type": f"{type(error).__module__}.{type(error).__qualname__}",
         "failed_at": time.time(),
     }
+
+
+@contextmanager
+def recorded_attempt(record: RunRecord, cfg: DictConfig, writer: bool) -> Iterator[list[Logger]]:
+    """Around an attempt's training: yields the list that its loggers are to be put in.
+
+    A failure inside is recorded beside the run by the ``writer`` (global rank 0), masked, so the
+    grid and the report say why, and a ShiftlabError's message names the file. However the
+    attempt ends, a W&B run among the loggers is finished, with exit code 1 if it failed.
+    """
+    loggers: list[Logger] = []
+    failed = True
+    try:
+        yield loggers
+        failed = False
+    except BaseException as error:
+        if writer:
+            record.write_failure(failure_record(error, cfg))
+            if isinstance(error, ShiftlabError):
+                error.args = (f"{error} (recorded in {record.dir / FAILURE})",)
+        raise
+    finally:
+        if any(isinstance(logger, WandbLogger) for logger in loggers):
+            import wandb  # only when W&B is in use: importing it costs a second
+
+            wandb.finish(exit_code=1 if failed else 0)
