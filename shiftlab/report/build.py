@@ -191,6 +191,43 @@ def build(
             "A run is usable once it has written its done marker; see runs listed by "
             "python -m shiftlab.grid status."
         )
+    conflicting, notes = _notes(runs, groups, options, root)
+    echo(f"{origin}: {len(runs)} run directories: {count_line}; {len(groups)} settings groups")
+
+    summaries = pd.DataFrame([summarise(g, options.n_boot, options.bootstrap_seed) for g in groups])
+    seeds = pd.DataFrame([row for g in groups for row in seed_rows(g)])
+    seeds["run_dir"] = [_relative(Path(p), root) for p in seeds["run_dir"]]
+    separability, histograms = pd.DataFrame(), []
+    if options.characterise:
+        separability, histograms = _characterise(groups, options, notes)
+    tables = _tables(groups, summaries, separability, conflicting, options, notes, root)
+
+    if (out / "report.json").is_file():  # an earlier report here: none of its files may linger
+        for folder in ("tables", "figures"):
+            shutil.rmtree(out / folder, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [p for table in tables.values() for p in table.write(out / "tables")]
+    runs_frame = runs_table([_run_row(r, root) for r in runs])
+    for name, frame in (("runs", runs_frame), ("seeds", seeds)):
+        path = out / "tables" / f"{name}.csv"
+        write_text_atomic(path, frame.round(6).to_csv(index=False))
+        files.append(path)
+    drawn: list[Path] = []
+    if options.figures:
+        drawn = _draw(figures, out / "figures", tables, seeds, histograms)
+    files += drawn
+    counted = {s: counts.get(s, 0) for s in statuses}
+    report = Report(out, origin, counted, tables, drawn, notes, runs_frame, seeds, files)
+    files.append(_write_markdown(report, options))
+    files.append(_write_json(report, options))
+    return report
+
+
+def _notes(
+    runs: Sequence[Run], groups: Sequence[Group], options: Options, root: Path | None
+) -> tuple[set[str], list[str]]:
+    """The scenarios whose runs conflict, and the report's notes on runs left out, conflicts and
+    records without a code version (``--strict`` refuses conflicts instead)."""
     conflicting, conflict_notes = _conflicts(groups)
     if conflict_notes and options.strict:
         raise ShiftlabError(
@@ -203,17 +240,20 @@ def build(
             "The run records do not state a code version (no code_version in metrics.json): runs "
             "are grouped by settings and manifest only."
         )
-    echo(f"{origin}: {len(runs)} run directories: {count_line}; {len(groups)} settings groups")
+    return conflicting, notes
 
-    summaries = pd.DataFrame([summarise(g, options.n_boot, options.bootstrap_seed) for g in groups])
-    seeds = pd.DataFrame([row for g in groups for row in seed_rows(g)])
-    seeds["run_dir"] = [_relative(Path(p), root) for p in seeds["run_dir"]]
+
+def _tables(
+    groups: Sequence[Group],
+    summaries: pd.DataFrame,
+    separability: pd.DataFrame,
+    conflicting: set[str],
+    options: Options,
+    notes: list[str],
+    root: Path | None,
+) -> dict[str, Table]:
+    """The tables these runs make, in the report's order: each only where its runs are present."""
     plain = summaries[~summaries["shift_name"].isin(ABLATIONS)]
-
-    separability, histograms = pd.DataFrame(), []
-    if options.characterise:
-        separability, histograms = _characterise(groups, options, notes)
-
     scenarios = scenario_table(plain, options.n_boot, separability, conflicting)
     scenario_rows = scenarios.raw
     tables: dict[str, Table] = {}
@@ -240,47 +280,18 @@ def build(
     calibration = calibration_table(groups, notes)
     if calibration is not None:  # runs on the synthetic sets (experiment=calibration)
         tables["calibration"] = calibration
+    return tables
 
-    if (out / "report.json").is_file():  # an earlier report here: none of its files may linger
-        for folder in ("tables", "figures"):
-            shutil.rmtree(out / folder, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    files = [p for table in tables.values() for p in table.write(out / "tables")]
-    runs_frame = runs_table(
-        [
-            {
-                "run_dir": _relative(r.run_dir, root),
-                "status": r.status,
-                "reason": r.reason,
-                **r.describe(),
-                "group": r.group or "",
-            }
-            for r in runs
-        ]
-    )
-    for name, frame in (("runs", runs_frame), ("seeds", seeds)):
-        path = out / "tables" / f"{name}.csv"
-        write_text_atomic(path, frame.round(6).to_csv(index=False))
-        files.append(path)
 
-    drawn: list[Path] = []
-    if options.figures:
-        drawn = _draw(figures, out / "figures", tables, seeds, histograms)
-    files += drawn
-    report = Report(
-        out,
-        origin,
-        {s: counts.get(s, 0) for s in statuses},
-        tables,
-        drawn,
-        notes,
-        runs_frame,
-        seeds,
-        files,
-    )
-    files.append(_write_markdown(report, options))
-    files.append(_write_json(report, options))
-    return report
+def _run_row(run: Run, root: Path | None) -> dict[str, Any]:
+    """One row of runs.csv: where the run is, whether it was used and why not, what it ran."""
+    return {
+        "run_dir": _relative(run.run_dir, root),
+        "status": run.status,
+        "reason": run.reason,
+        **run.describe(),
+        "group": run.group or "",
+    }
 
 
 def _draw(
