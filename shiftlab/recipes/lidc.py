@@ -238,6 +238,64 @@ def nodule_label(
     return None
 
 
+def _check_settings(root: Path, duplicates: str, malignant_min: float, benign_max: float) -> None:
+    """Refuse a missing folder or contradictory settings before any file is read."""
+    if not root.is_dir():
+        raise not_found(
+            "LIDC XML folder",
+            root,
+            "the LIDC-IDRI DICOM tree (TCIA's download holds one XML per CT series beside its "
+            "DICOM files) or the unpacked LIDC-XML-only archive (tcia-lidc-xml/<group>/<n>.xml)",
+        )
+    if duplicates not in DUPLICATE_POLICIES:
+        raise ShiftlabError(
+            f"dataset.labels.duplicates={duplicates!r}; choose one of {DUPLICATE_POLICIES}."
+        )
+    if benign_max >= malignant_min:
+        raise ShiftlabError(
+            f"dataset.labels: benign_max ({benign_max}) must be below malignant_min "
+            f"({malignant_min})."
+        )
+
+
+def _xml_files(root: Path, xml_glob: str) -> list[Path]:
+    """The XML files under ``root``, in path order (it decides which duplicate is kept)."""
+    files = sorted(p for p in root.glob(xml_glob) if p.is_file())
+    if not files:
+        raise ShiftlabError(
+            f"no LIDC XML files under {root} matching {xml_glob!r}; expected one "
+            "LidcReadMessage XML file per CT series (e.g. 069.xml)."
+        )
+    return files
+
+
+def _kept_nodules(
+    nodules: list[list[NoduleRead]], min_readers: int, malignant_min: float, benign_max: float
+) -> list[LabelledSample]:
+    """The nodules the label rule keeps, named by their number among all the series' nodules."""
+    kept = []
+    for number, nodule in enumerate(nodules, start=1):
+        ratings = [r.malignancy for r in nodule]
+        label = nodule_label(ratings, min_readers, malignant_min, benign_max)
+        if label is None:
+            continue
+        x, y, z = _centre(nodule)
+        kept.append(
+            LabelledSample(
+                name=f"nodule{number:02d}",
+                label=label,
+                extra={
+                    "center_x_px": round(float(x), 3),
+                    "center_y_px": round(float(y), 3),
+                    "center_z_mm": round(float(z), 3),
+                    "n_readers": len(nodule),
+                    "malignancy_median": float(np.median(ratings)),
+                },
+            )
+        )
+    return kept
+
+
 def read_labels(
     path: str | os.PathLike[str],
     xml_glob: str = "**/*.xml",
@@ -255,28 +313,8 @@ def read_labels(
     XML lies beside each series' DICOM files) or at the separate LIDC-XML-only tree.
     """
     root = Path(path)
-    if not root.is_dir():
-        raise not_found(
-            "LIDC XML folder",
-            root,
-            "the LIDC-IDRI DICOM tree (TCIA's download holds one XML per CT series beside its "
-            "DICOM files) or the unpacked LIDC-XML-only archive (tcia-lidc-xml/<group>/<n>.xml)",
-        )
-    if duplicates not in DUPLICATE_POLICIES:
-        raise ShiftlabError(
-            f"dataset.labels.duplicates={duplicates!r}; choose one of {DUPLICATE_POLICIES}."
-        )
-    if benign_max >= malignant_min:
-        raise ShiftlabError(
-            f"dataset.labels: benign_max ({benign_max}) must be below malignant_min "
-            f"({malignant_min})."
-        )
-    files = sorted(p for p in root.glob(xml_glob) if p.is_file())
-    if not files:
-        raise ShiftlabError(
-            f"no LIDC XML files under {root} matching {xml_glob!r}; expected one "
-            "LidcReadMessage XML file per CT series (e.g. 069.xml)."
-        )
+    _check_settings(root, duplicates, malignant_min, benign_max)
+    files = _xml_files(root, xml_glob)
     read_files: dict[str, Path] = {}
     samples: dict[str, list[LabelledSample]] = {}
     for file in files:
@@ -293,27 +331,8 @@ def read_labels(
             warnings.warn(f"{message}; keeping the first.", stacklevel=2)
             continue
         read_files[series_uid] = file
-        kept = []
         nodules = match_nodules(reads, distance_factor, min_distance_px, z_tolerance_mm)
-        for number, nodule in enumerate(nodules, start=1):
-            ratings = [r.malignancy for r in nodule]
-            label = nodule_label(ratings, min_readers, malignant_min, benign_max)
-            if label is None:
-                continue
-            x, y, z = _centre(nodule)
-            kept.append(
-                LabelledSample(
-                    name=f"nodule{number:02d}",
-                    label=label,
-                    extra={
-                        "center_x_px": round(float(x), 3),
-                        "center_y_px": round(float(y), 3),
-                        "center_z_mm": round(float(z), 3),
-                        "n_readers": len(nodule),
-                        "malignancy_median": float(np.median(ratings)),
-                    },
-                )
-            )
+        kept = _kept_nodules(nodules, min_readers, malignant_min, benign_max)
         if kept:
             samples[series_uid] = kept
     if not read_files:

@@ -59,6 +59,56 @@ def grade_group(primary: float, secondary: float) -> int | None:
     return 4 if total == 8 else 5
 
 
+def _gleason_patterns(table: pd.DataFrame, primary: str, secondary: str) -> pd.DataFrame:
+    """The two Gleason columns as numbers: NaN where empty, -1 where the cell is not a number."""
+    patterns = table[[primary, secondary]].apply(pd.to_numeric, errors="coerce")
+    unreadable = table[[primary, secondary]].notna() & patterns.isna()
+    patterns.loc[unreadable.any(axis=1), :] = -1.0  # text in a Gleason column: unreadable
+    return patterns
+
+
+def _grades_by_key(
+    patients: pd.Series,
+    keys: pd.Series,
+    primary_patterns: pd.Series,
+    secondary_patterns: pd.Series,
+    series_column: str,
+    path: Path,
+) -> dict[str, list[int | None]]:
+    """The grade group of every core, gathered by sample key; a key must keep to one patient."""
+    grades: dict[str, list[int | None]] = {}
+    patient_of: dict[str, str] = {}
+    for i, (patient, sample_key, primary, secondary) in enumerate(
+        zip(patients, keys, primary_patterns, secondary_patterns, strict=True)
+    ):
+        if not sample_key:
+            continue  # a core without an MRI series (systematic-only biopsy)
+        if patient_of.setdefault(sample_key, patient) != patient:
+            raise ShiftlabError(
+                f"{WHAT} {path}: {series_column} {sample_key!r} belongs to two patients "
+                f"({patient_of[sample_key]!r} and {patient!r}, line {i + 2})."
+            )
+        grades.setdefault(sample_key, []).append(grade_group(primary, secondary))
+    return grades
+
+
+def _samples(
+    grades: dict[str, list[int | None]], min_grade_group: int
+) -> dict[str, list[LabelledSample]]:
+    """Each key's label from its cores (see the label rule), leaving out undecidable keys."""
+    samples: dict[str, list[LabelledSample]] = {}
+    for sample_key, cores in grades.items():
+        known = [g for g in cores if g is not None]
+        if any(g >= min_grade_group for g in known):
+            label = 1
+        elif len(known) == len(cores):
+            label = 0
+        else:
+            continue  # an unreadable core could be the significant one
+        samples[sample_key] = [LabelledSample(name="", label=label)]
+    return samples
+
+
 def read_labels(
     path: str | os.PathLike[str],
     key: str = "series",
@@ -93,32 +143,8 @@ def read_labels(
         keys = text(table[series_column])
     else:
         patients = keys = required_text(table, patient_column, what=WHAT, path=path)
-    patterns = table[[primary_column, secondary_column]].apply(pd.to_numeric, errors="coerce")
-    unreadable = table[[primary_column, secondary_column]].notna() & patterns.isna()
-    patterns.loc[unreadable.any(axis=1), :] = -1.0  # text in a Gleason column: unreadable
-
-    grades: dict[str, list[int | None]] = {}
-    patient_of: dict[str, str] = {}
-    for i, (patient, sample_key, primary, secondary) in enumerate(
-        zip(patients, keys, patterns[primary_column], patterns[secondary_column], strict=True)
-    ):
-        if not sample_key:
-            continue  # a core without an MRI series (systematic-only biopsy)
-        if patient_of.setdefault(sample_key, patient) != patient:
-            raise ShiftlabError(
-                f"{WHAT} {path}: {series_column} {sample_key!r} belongs to two patients "
-                f"({patient_of[sample_key]!r} and {patient!r}, line {i + 2})."
-            )
-        grades.setdefault(sample_key, []).append(grade_group(primary, secondary))
-
-    samples: dict[str, list[LabelledSample]] = {}
-    for sample_key, cores in grades.items():
-        known = [g for g in cores if g is not None]
-        if any(g >= min_grade_group for g in known):
-            label = 1
-        elif len(known) == len(cores):
-            label = 0
-        else:
-            continue  # an unreadable core could be the significant one
-        samples[sample_key] = [LabelledSample(name="", label=label)]
-    return LabelTable(key_tag=KEYS[key], samples=samples)
+    patterns = _gleason_patterns(table, primary_column, secondary_column)
+    grades = _grades_by_key(
+        patients, keys, patterns[primary_column], patterns[secondary_column], series_column, path
+    )
+    return LabelTable(key_tag=KEYS[key], samples=_samples(grades, min_grade_group))

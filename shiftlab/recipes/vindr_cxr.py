@@ -38,6 +38,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from shiftlab.errors import ShiftlabError
 from shiftlab.labels import (
     FILE_STEM,
@@ -49,6 +51,54 @@ from shiftlab.labels import (
 )
 
 WHAT = "VinDr-CXR label file"
+
+
+def _no_finding_votes(
+    file: Path, readers: str | None, setting: str, image_column: str, no_finding_column: str
+) -> tuple[pd.Series, pd.Series]:
+    """One file's image ids and 0/1 ``No finding`` ticks, one per row (reading)."""
+    table = read_label_file(
+        file,
+        what=WHAT,
+        source=f"annotations/{file.name} of the PhysioNet release",
+        columns=[image_column, *([readers] if readers else []), no_finding_column],
+        setting=setting,
+        rename="dataset.labels.image_column / reader_column / no_finding_column",
+    )
+    images = required_text(table, image_column, what=WHAT, path=file)
+    if readers:
+        _refuse_repeated_readings(table, images, readers, image_column, file)
+    return images, zero_one(table, no_finding_column, what=WHAT, path=file)
+
+
+def _refuse_repeated_readings(
+    table: pd.DataFrame, images: pd.Series, readers: str, image_column: str, file: Path
+) -> None:
+    """A reader reads an image once: a second row would count their vote twice."""
+    repeated = table.assign(_image=images).duplicated(["_image", readers])
+    if repeated.any():
+        line = int(table.index[repeated][0]) + 2
+        raise ShiftlabError(
+            f"{WHAT} {file}: line {line} repeats a reading "
+            f"({image_column} {images[table.index[repeated][0]]!r}, {readers} "
+            f"{table[readers][table.index[repeated][0]]!r})."
+        )
+
+
+def _samples(
+    votes: dict[str, list[int]], negative_majority: float
+) -> dict[str, list[LabelledSample]]:
+    """Each image's label by the majority rule, the image being its own patient."""
+    return {
+        image: [
+            LabelledSample(
+                name="",
+                label=0 if sum(nf) / len(nf) > negative_majority else 1,
+                patient=image,
+            )
+        ]
+        for image, nf in votes.items()
+    }
 
 
 def read_labels(
@@ -80,40 +130,13 @@ def read_labels(
     votes: dict[str, list[int]] = {}
     source: dict[str, Path] = {}
     for file, readers, setting in files:
-        table = read_label_file(
-            file,
-            what=WHAT,
-            source=f"annotations/{file.name} of the PhysioNet release",
-            columns=[image_column, *([readers] if readers else []), no_finding_column],
-            setting=setting,
-            rename="dataset.labels.image_column / reader_column / no_finding_column",
+        images, no_finding = _no_finding_votes(
+            file, readers, setting, image_column, no_finding_column
         )
-        images = required_text(table, image_column, what=WHAT, path=file)
-        if readers:
-            repeated = table.assign(_image=images).duplicated(["_image", readers])
-            if repeated.any():
-                line = int(table.index[repeated][0]) + 2
-                raise ShiftlabError(
-                    f"{WHAT} {file}: line {line} repeats a reading "
-                    f"({image_column} {images[table.index[repeated][0]]!r}, {readers} "
-                    f"{table[readers][table.index[repeated][0]]!r})."
-                )
-        no_finding = zero_one(table, no_finding_column, what=WHAT, path=file)
         for image, vote in zip(images, no_finding, strict=True):
             if source.setdefault(image, file) != file:
                 raise ShiftlabError(
                     f"VinDr-CXR image {image!r} is listed in both {source[image]} and {file}."
                 )
             votes.setdefault(image, []).append(int(vote))
-
-    samples = {
-        image: [
-            LabelledSample(
-                name="",
-                label=0 if sum(nf) / len(nf) > negative_majority else 1,
-                patient=image,
-            )
-        ]
-        for image, nf in votes.items()
-    }
-    return LabelTable(key_tag=key_tag, samples=samples)
+    return LabelTable(key_tag=key_tag, samples=_samples(votes, negative_majority))

@@ -30,6 +30,8 @@ import os
 import re
 from pathlib import Path
 
+import pandas as pd
+
 from shiftlab.errors import ShiftlabError
 from shiftlab.labels import FILE_STEM, LabelledSample, LabelTable, read_label_file, required_text
 
@@ -41,6 +43,45 @@ def parse_birads(value: str) -> int | None:
     """ "BI-RADS 4" (or "4", "BI-RADS 4A") -> 4; None when the text is not a BI-RADS category."""
     match = _BIRADS.match(value.strip())
     return int(match.group(1)) if match else None
+
+
+def _refuse_repeated_images(
+    table: pd.DataFrame, images: pd.Series, image_column: str, path: Path
+) -> None:
+    """An image is one sample: a second row for it would give it two labels."""
+    repeated = images.duplicated()
+    if repeated.any():
+        i = int(table.index[repeated][0])
+        first = int(table.index[images == images[i]][0])
+        raise ShiftlabError(
+            f"{WHAT} {path}: {image_column} {images[i]!r} appears twice "
+            f"(lines {first + 2} and {i + 2})."
+        )
+
+
+def _birads(table: pd.DataFrame, birads_column: str, path: Path) -> pd.Series:
+    """Each row's BI-RADS category, refusing a cell that is not one (naming up to five)."""
+    birads = table[birads_column].map(parse_birads)
+    bad = birads.isna()
+    if bad.any():
+        examples = [f"line {i + 2}: {table[birads_column][i]!r}" for i in table.index[bad][:5]]
+        raise ShiftlabError(
+            f"{WHAT} {path}: column {birads_column!r} must hold BI-RADS "
+            f"categories such as 'BI-RADS 4', found {int(bad.sum())} other value(s) "
+            f"({'; '.join(examples)})."
+        )
+    return birads
+
+
+def _label(category: int, positive_min: int, negative_max: int) -> int | None:
+    """1 or 0 by the label rule; None for a category left out (in between, or 0)."""
+    if category == 0:  # "incomplete: needs additional imaging", no assessment yet
+        return None
+    if category >= positive_min:
+        return 1
+    if category <= negative_max:
+        return 0
+    return None
 
 
 def read_labels(
@@ -73,34 +114,13 @@ def read_labels(
     )
     images = required_text(table, image_column, what=WHAT, path=path)
     studies = required_text(table, study_column, what=WHAT, path=path)
-    repeated = images.duplicated()
-    if repeated.any():
-        i = int(table.index[repeated][0])
-        first = int(table.index[images == images[i]][0])
-        raise ShiftlabError(
-            f"{WHAT} {path}: {image_column} {images[i]!r} appears twice "
-            f"(lines {first + 2} and {i + 2})."
-        )
-    birads = table[birads_column].map(parse_birads)
-    bad = birads.isna()
-    if bad.any():
-        examples = [f"line {i + 2}: {table[birads_column][i]!r}" for i in table.index[bad][:5]]
-        raise ShiftlabError(
-            f"{WHAT} {path}: column {birads_column!r} must hold BI-RADS "
-            f"categories such as 'BI-RADS 4', found {int(bad.sum())} other value(s) "
-            f"({'; '.join(examples)})."
-        )
+    _refuse_repeated_images(table, images, image_column, path)
+    birads = _birads(table, birads_column, path)
 
     samples: dict[str, list[LabelledSample]] = {}
     for i in table.index:
-        category = int(birads[i])
-        if category == 0:  # "incomplete: needs additional imaging", no assessment yet
-            continue
-        if category >= positive_min:
-            label = 1
-        elif category <= negative_max:
-            label = 0
-        else:
+        label = _label(int(birads[i]), positive_min, negative_max)
+        if label is None:
             continue
         extra = {c: table[c][i].strip() for c in extra_columns}
         samples[images[i]] = [LabelledSample(name="", label=label, extra=extra, patient=studies[i])]
