@@ -21,7 +21,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +246,43 @@ def task_arguments(overrides: Sequence[str]) -> list[str]:
     return [*kept, *TASK_MODE]
 
 
+# The script that sbatch_script fills in (str.format). Each {..._block} is whole lines, each ending
+# in a newline, or nothing when there are none; {{ and }} are the shell's own braces.
+SBATCH_TEMPLATE = """\
+#!/bin/bash
+# {title}: {n_runs} runs not done when this was written, one per array task.
+# Submit it as it is: sbatch <this file>. Each task trains its run in the batch step
+# (python -m shiftlab.train <its overrides> hydra.mode=RUN launcher=basic); a run that is
+# done is not trained again, one held by a live task is skipped, an incomplete one
+# resumes from its last checkpoint.
+{options_block}
+set -u
+cd {workdir}
+{environment_block}case "$SLURM_ARRAY_TASK_ID" in
+{cases_block}    *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit 1 ;;
+esac
+
+# SLURM's signal before the time limit: requeue this task, which resumes from the run's
+# last checkpoint; at most {max_requeues} times (SLURM_RESTART_COUNT counts requeues).
+requeue() {{
+    if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {max_requeues} ]; then
+        echo "time limit near: requeueing task $SLURM_ARRAY_TASK_ID"
+        scontrol requeue "$SLURM_JOB_ID"
+    fi
+}}
+trap requeue USR2
+{setup_block}{python} -u -m shiftlab.train "$@" &
+run=$!
+wait "$run"
+status=$?
+while kill -0 "$run" 2>/dev/null; do  # the trap interrupted the wait: wait on
+    wait "$run"
+    status=$?
+done
+exit "$status"
+"""
+
+
 def sbatch_script(
     launcher: dict[str, Any],
     runs: Sequence[tuple[Sequence[str], Path]],
@@ -263,15 +300,36 @@ def sbatch_script(
             "the sbatch script runs one process per array task: set hydra.launcher.nodes=1 and "
             "hydra.launcher.tasks_per_node=1 (one run on several GPUs: docs/launchers.md, 'DDP')"
         )
+    options = _sbatch_options(launcher, len(runs), log_dir)
+    return SBATCH_TEMPLATE.format(
+        title=title,
+        n_runs=len(runs),
+        options_block=_block(f"#SBATCH {option}" for option in options),
+        workdir=shlex.quote(str(Path.cwd())),
+        environment_block=_block(_environment()),
+        cases_block=_block(_array_cases(runs)),
+        max_requeues=int(launcher.get("max_num_timeout") or 0),
+        setup_block=_block(launcher.get("setup") or []),
+        python=shlex.quote(sys.executable),
+    )
+
+
+def _block(lines: Iterable[str]) -> str:
+    """Lines as one of SBATCH_TEMPLATE's blocks: each ends in a newline, none gives nothing."""
+    return "".join(line + "\n" for line in lines)
+
+
+def _sbatch_options(launcher: dict[str, Any], n_runs: int, log_dir: Path) -> list[str]:
+    """The #SBATCH options: hydra.launcher's, the array's, and its additional_parameters."""
     options = []
     for key, option in SBATCH_OPTIONS.items():
         value = launcher.get(key)
         if value is None or (key == "gpus_per_node" and not value):
             continue
         options.append(f"--{option}={value}G" if key == "mem_gb" else f"--{option}={value}")
-    at_once = min(int(launcher.get("array_parallelism") or len(runs)), len(runs))
+    at_once = min(int(launcher.get("array_parallelism") or n_runs), n_runs)
     options += [
-        f"--array=0-{len(runs) - 1}%{at_once}",
+        f"--array=0-{n_runs - 1}%{at_once}",
         f"--output={log_dir}/%A_%a.log",
         "--open-mode=append",  # a requeued task adds to its log
         f"--signal=B:USR2@{launcher.get('signal_delay_s') or 120}",
@@ -282,53 +340,22 @@ def sbatch_script(
             options.append(f"--{name}")
         elif value not in (None, False):
             options.append(f"--{name}={value}")
-    environment = [
+    return options
+
+
+def _environment() -> list[str]:
+    """The exports that give each task the data and output folders of the shell that wrote it."""
+    return [
         f"export {name}={shlex.quote(os.environ[name])}"
         for name in ("SHIFTLAB_DATA_DIR", "SHIFTLAB_OUTPUT_DIR")
         if name in os.environ
     ]
-    cases = [
+
+
+def _array_cases(runs: Sequence[tuple[Sequence[str], Path]]) -> list[str]:
+    """One case line per array task: its run's command line, its run directory as a comment."""
+    return [
         f"    {index}) set -- {' '.join(shlex.quote(a) for a in task_arguments(overrides))} ;;"
         f"  # {run_dir}"
         for index, (overrides, run_dir) in enumerate(runs)
     ]
-    max_requeues = int(launcher.get("max_num_timeout") or 0)
-    lines = [
-        "#!/bin/bash",
-        f"# {title}: {len(runs)} runs not done when this was written, one per array task.",
-        "# Submit it as it is: sbatch <this file>. Each task trains its run in the batch step",
-        "# (python -m shiftlab.train <its overrides> hydra.mode=RUN launcher=basic); a run that is",
-        "# done is not trained again, one held by a live task is skipped, an incomplete one",
-        "# resumes from its last checkpoint.",
-        *(f"#SBATCH {option}" for option in options),
-        "",
-        "set -u",
-        f"cd {shlex.quote(str(Path.cwd()))}",
-        *environment,
-        'case "$SLURM_ARRAY_TASK_ID" in',
-        *cases,
-        '    *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit 1 ;;',
-        "esac",
-        "",
-        "# SLURM's signal before the time limit: requeue this task, which resumes from the run's",
-        f"# last checkpoint; at most {max_requeues} times (SLURM_RESTART_COUNT counts requeues).",
-        "requeue() {",
-        f'    if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {max_requeues} ]; then',
-        '        echo "time limit near: requeueing task $SLURM_ARRAY_TASK_ID"',
-        '        scontrol requeue "$SLURM_JOB_ID"',
-        "    fi",
-        "}",
-        "trap requeue USR2",
-        *(launcher.get("setup") or []),
-        f'{shlex.quote(sys.executable)} -u -m shiftlab.train "$@" &',
-        "run=$!",
-        'wait "$run"',
-        "status=$?",
-        'while kill -0 "$run" 2>/dev/null; do  # the trap interrupted the wait: wait on',
-        '    wait "$run"',
-        "    status=$?",
-        "done",
-        'exit "$status"',
-        "",
-    ]
-    return "\n".join(lines)
