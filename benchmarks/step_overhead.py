@@ -47,11 +47,11 @@ from shiftlab.data.datamodule import ShiftDataModule
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import instantiate
 from shiftlab.train import (
-    _quiet_library_noise,
     build_checkpoints,
     build_loggers,
     build_model,
     build_trainer,
+    quiet_library_noise,
 )
 
 STUDY_BATCH_SIZE = 50
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     # What a run's trainer sets for the whole process (trainer.deterministic=warn), set here for
     # the hand-written loop too, so both sides run the same kernels from the first repeat on.
     torch.use_deterministic_algorithms(True, warn_only=True)
-    _quiet_library_noise()
+    quiet_library_noise()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # device and stop notices
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     with tempfile.TemporaryDirectory() as tmp:

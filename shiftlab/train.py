@@ -61,7 +61,7 @@ from shiftlab.seeding import StepSeed
 CHECKPOINT_RULE = "highest source-validation AUROC, earliest epoch on ties"
 
 
-def _quiet_library_noise() -> None:
+def quiet_library_noise() -> None:
     """Drop messages that say nothing about this run (advertising, a torch API deprecation inside
     Lightning, the worker-count hint that does not apply to a memory-mapped cache)."""
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -98,7 +98,7 @@ def _best_epoch(checkpoint: ModelCheckpoint) -> int:
     return int(state["epoch"])
 
 
-def _result(
+def run_result(
     cfg: DictConfig,
     datamodule: ShiftDataModule,
     checkpoint: ModelCheckpoint,
@@ -144,7 +144,7 @@ def _result(
     }
 
 
-def _wandb_summary(result: dict[str, Any]) -> dict[str, Any]:
+def wandb_summary(result: dict[str, Any]) -> dict[str, Any]:
     """Run summary in W&B: every metric, plus in-domain / cross-domain AUROC under names that
     are the same in every scenario (so one W&B table compares the whole grid), and the shift."""
     metrics, shift = result["metrics"], result["shift"]
@@ -357,7 +357,7 @@ def write_result(
     record.write_metrics(result)
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(mask_local_paths(_wandb_summary(result)))
+            logger.experiment.summary.update(mask_local_paths(wandb_summary(result)))
     record.finish()
 
 
@@ -399,7 +399,7 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
         validated = evaluator.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
         tested = evaluator.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
         clock.ends("test")
-        result = _result(cfg, datamodule, checkpoint, [*validated, *tested], clock, config_hash)
+        result = run_result(cfg, datamodule, checkpoint, [*validated, *tested], clock, config_hash)
         result |= {"resumed_from_epoch": resume and resume[1], **made_by}
         result["code_version"] = trained_by(record.attempts()) or made_by["code_version"]
         write_result(record, result, model, datamodule, loggers)
@@ -444,7 +444,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any] | None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    _quiet_library_noise()
+    quiet_library_noise()
     # In a multirun a failed run is reported and the sweep goes on (shiftlab.grid lists failures).
     result = None
     with exit_on_user_error(stop=HydraConfig.get().mode != RunMode.MULTIRUN):

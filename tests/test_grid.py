@@ -26,7 +26,7 @@ from shiftlab.identity import settings_hash
 from shiftlab.runs import states as runs
 from shiftlab.runs.slurm import Node, check_sizes, gpu_count
 from shiftlab.runs.slurm_launcher import sbatch_script
-from shiftlab.train import _wandb_summary, run
+from shiftlab.train import run, wandb_summary
 
 PAPER_DATASETS = [
     "mri_breast",
@@ -189,7 +189,7 @@ def test_wandb_groups_by_scenario_and_tags_the_shift(tmp_path: Path) -> None:
         "metrics": {"test/ge/auroc": 0.9, "test/siemens/auroc": 0.7, "test/delta_auroc": -0.2},
         "shift": {"name": "injection", "fraction": 0.3},
     }
-    summary = _wandb_summary(result)
+    summary = wandb_summary(result)
     assert summary["test/in_domain_auroc"] == 0.9 and summary["test/cross_domain_auroc"] == 0.7
     assert summary["test/delta_auroc"] == -0.2 and summary["shift/fraction"] == 0.3
 

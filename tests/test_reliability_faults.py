@@ -67,17 +67,18 @@ elif moment.startswith("epoch"):  # "epoch<N>": in the middle of epoch N
 
     ShiftClassifier.training_step = training_step
 elif moment == "record":
+    from shiftlab import files
     from shiftlab.runs import record
 
-    original_write = record.write_atomic
+    original_write = record.write_text_atomic
 
-    def write_atomic(path, text):
+    def write_text_atomic(path, text, **options):
         if path.name == "metrics.json":
-            path.with_name(f".{path.name}.{os.getpid()}.tmp").write_text(text[: len(text) // 2])
+            files.temporary_path(path).write_text(text[: len(text) // 2])
             die()
-        original_write(path, text)
+        return original_write(path, text, **options)
 
-    record.write_atomic = write_atomic
+    record.write_text_atomic = write_text_atomic
 
 import runpy
 
@@ -144,7 +145,7 @@ def test_a_run_killed_at_any_moment_is_never_read_and_a_relaunch_finishes_it(
     assert not (run_dir / "done").exists() and not (run_dir / "metrics.json").exists()
     if moment == "record":
         assert (run_dir / "predictions.csv").is_file(), "written whole before metrics.json"
-        assert list(run_dir.glob(".metrics.json.*.tmp")), "the half-written temporary file"
+        assert list(run_dir.glob("metrics.json.*.tmp")), "the half-written temporary file"
     # The report does not use the run (and does not stumble on the half-written file).
     assert report_statuses(base / "out" / "runs") == {run_dir: "incomplete"}
 
@@ -152,7 +153,7 @@ def test_a_run_killed_at_any_moment_is_never_read_and_a_relaunch_finishes_it(
     with contextlib.redirect_stdout(io.StringIO()):
         result = run(cfg, run_dir)
     assert result is not None and (run_dir / "done").is_file()
-    assert not list(run_dir.glob(".*.tmp")), "stale temporary files are cleared on restart"
+    assert not list(run_dir.glob("*.tmp")), "stale temporary files are cleared on restart"
     attempts = json.loads((run_dir / "attempts.json").read_text())
     assert [a["resumed_from_epoch"] for a in attempts] == [None, resumed_from]
     assert json.loads((run_dir / "metrics.json").read_text())["resumed_from_epoch"] == resumed_from
@@ -268,7 +269,7 @@ def test_a_nan_metric_is_a_failure_not_a_result(tiny: Path, tmp_path: Path) -> N
     cfg = compose_train(tiny / "data", tmp_path / "out", *TINY, "trainer.max_epochs=1")
     import shiftlab.train as train_module
 
-    original = train_module._result
+    original = train_module.run_result
 
     def nan_result(*args, **kwargs):
         result = original(*args, **kwargs)
@@ -276,7 +277,7 @@ def test_a_nan_metric_is_a_failure_not_a_result(tiny: Path, tmp_path: Path) -> N
         return result
 
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()):
-        patch.setattr(train_module, "_result", nan_result)
+        patch.setattr(train_module, "run_result", nan_result)
         with pytest.raises(TrainingDiverged, match="test/siemens/auroc is not a finite number"):
             train(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "metrics.json").exists()
