@@ -14,7 +14,7 @@ and rebuilds no cache (``stable_targets``; the cache key reads the preprocessing
 same way). It reads the optimiser settings of shiftlab 0.1.0's shape where they mean the same
 (``hashed_settings``), so run directories made before ``optim`` named its class keep theirs, and
 leaves out the ``_target_`` of the ablations, known by their name before they were classes
-(``UNNAMED_BEFORE_0_3``).
+(``TARGETS_LEFT_OUT``).
 """
 
 from __future__ import annotations
@@ -60,11 +60,12 @@ SCHEDULERS_OF_0_1 = {
 
 
 # The stable name of every shiftlab class or function that a shipped config names by ``_target_``.
-# A stable name is fixed once: for everything that shiftlab 0.2 had, it is the module path the
-# object had then, so the run directories and caches made before anything moved keep their
-# names. Moving an object: change ``_target_`` in the configs and the key here, never the value
-# (tests/test_identity.py checks that every shipped ``_target_`` is listed and importable). A
-# ``_target_`` outside shiftlab (torch, Lightning, a user's own class) enters as it is.
+# A stable name is fixed once: for everything shiftlab had when stable names came in (after
+# 0.1.0), it is the module path the object had then, so the run directories and caches made
+# before anything moved keep their names. Moving an object: change ``_target_`` in the configs
+# and the key here, never the value (tests/test_identity.py checks that every shipped
+# ``_target_`` is listed and importable). A ``_target_`` outside shiftlab (torch, Lightning, a
+# user's own class) enters as it is.
 STABLE_NAMES: dict[str, str] = {
     path: path
     for path in (
@@ -115,10 +116,10 @@ STABLE_NAMES: dict[str, str] = {
     "shiftlab.loggers.wandb.MaskedWandbLogger": "shiftlab.wandb_logger.MaskedWandbLogger",
 }
 # Stable names of classes that runs were told apart without: the ablations (conf/shift/) were
-# plain settings known by ``shift.name`` until they became classes built by ``_target_`` (0.3),
+# plain settings known by ``shift.name`` until they became classes built by ``_target_``,
 # so their ``_target_`` says nothing that ``name`` does not. The hash leaves it out wherever it
 # is (``shift`` and ``data.shift``), and the run directories made before keep their names.
-UNNAMED_BEFORE_0_3 = frozenset(
+TARGETS_LEFT_OUT = frozenset(
     {
         "shiftlab.data.shift.NoShift",
         "shiftlab.data.shift.TargetInjection",
@@ -140,12 +141,12 @@ def stable_targets(value: Any) -> Any:
 
 
 def without_unnamed(value: Any) -> Any:
-    """``value`` (its targets by stable name) without a ``_target_`` of ``UNNAMED_BEFORE_0_3``."""
+    """``value`` (its targets by stable name) without a ``_target_`` of ``TARGETS_LEFT_OUT``."""
     if isinstance(value, dict):
         return {
             key: without_unnamed(item)
             for key, item in value.items()
-            if not (key == "_target_" and item in UNNAMED_BEFORE_0_3)
+            if not (key == "_target_" and item in TARGETS_LEFT_OUT)
         }
     if isinstance(value, list):
         return [without_unnamed(item) for item in value]
@@ -154,7 +155,7 @@ def without_unnamed(value: Any) -> Any:
 
 def hashed_settings(values: dict[str, Any]) -> dict[str, Any]:
     """The settings as the hash reads them: every ``_target_`` by its stable name (none for the
-    classes of ``UNNAMED_BEFORE_0_3``), and an Adam run with a scheduler that 0.1.0 had in the
+    classes of ``TARGETS_LEFT_OUT``), and an Adam run with a scheduler that 0.1.0 had in the
     shape ``optim`` had then."""
     values = without_unnamed(stable_targets(values))
     optim, scheduler = values.get("optim"), values.get("scheduler")

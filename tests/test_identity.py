@@ -74,3 +74,16 @@ def test_moving_a_preprocessor_keeps_the_cache(monkeypatch) -> None:
     assert cache_key("sha", Path("/data"), moved, "files") != before
     _moved(monkeypatch, preprocess["_target_"], moved["_target_"])
     assert cache_key("sha", Path("/data"), moved, "files") == before
+
+
+@pytest.mark.parametrize("shift", ["none", "injection", "noise"])
+def test_an_ablation_is_known_by_its_name_as_before_it_was_a_class(
+    shift: str, tmp_path: Path
+) -> None:
+    """The ablations became classes (``shift._target_``); a config of before, with no
+    ``_target_``, has the same identity, so their run directories keep their names."""
+    cfg = compose_train(tmp_path / "data", tmp_path / "out", f"shift={shift}")
+    assert cfg.shift._target_ in identity.TARGETS_LEFT_OUT
+    now = settings_hash(cfg)
+    del cfg.shift._target_
+    assert settings_hash(cfg) == now
