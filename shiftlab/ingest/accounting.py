@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from shiftlab.ingest.headers import SeriesHeader
-from shiftlab.manifest import PATH_SEPARATOR, ManifestInfo
+from shiftlab.manifest import PATH_SEPARATOR, ManifestInfo, csv_bytes, write_if_changed
 from shiftlab.vendors import UNKNOWN, normalise_vendor
 
 SKIPPED_NAME = "skipped.csv"
@@ -96,6 +96,21 @@ def account_files(
 def count_skipped_kinds(skipped: Sequence[tuple[str, str]]) -> dict[str, int]:
     """skipped.csv's reasons counted by kind (``reason_kind``), sorted by kind."""
     return dict(sorted(Counter(reason_kind(reason) for _, reason in skipped).items()))
+
+
+def write_skipped(path: Path, skipped: Sequence[tuple[str, str]]) -> None:
+    """Write skipped.csv: each file left out and why (rewritten only when its bytes change)."""
+    write_if_changed(path, csv_bytes(pd.DataFrame(skipped, columns=["path", "reason"])))
+
+
+def write_unused(path: Path, unused: Sequence[tuple[str, int, str]]) -> None:
+    """Write unused.csv: each series scanned but not made into samples, its size and why."""
+    write_if_changed(path, csv_bytes(pd.DataFrame(unused, columns=["path", "n_files", "reason"])))
+
+
+def write_flagged(path: Path, flagged: Sequence[tuple[str, str]]) -> None:
+    """Write flagged.csv: each sample kept with a caveat (its first file, the caveat)."""
+    write_if_changed(path, csv_bytes(pd.DataFrame(flagged, columns=["path", "note"])))
 
 
 def choice_by_description(

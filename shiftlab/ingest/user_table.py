@@ -43,18 +43,14 @@ from shiftlab.ingest.accounting import (
     TableAccounts,
     count_skipped_kinds,
     vendor_note,
+    write_flagged,
+    write_skipped,
 )
 from shiftlab.ingest.headers import SeriesHeader, read_slice
 from shiftlab.ingest.image_files import FORMAT_NAMES, image_format, read_image_info
 from shiftlab.ingest.rows import finish_manifest
 from shiftlab.ingest.series import scan_dicom_tree
-from shiftlab.manifest import (
-    COLUMNS,
-    PATH_SEPARATOR,
-    SPLITS,
-    csv_bytes,
-    write_if_changed,
-)
+from shiftlab.manifest import COLUMNS, PATH_SEPARATOR, SPLITS
 from shiftlab.pseudonym import load_or_create_key, pseudonym
 from shiftlab.vendors import UNKNOWN, normalise_vendor
 
@@ -248,93 +244,152 @@ def import_user_manifest(
     dicom_root = Path(dataset_cfg.dicom_root)
     modality = str(dataset_cfg.get("modality", ""))
     key = load_or_create_key(paths_cfg.pseudonym_key)
+    imported = _import_rows(table, dicom_root, modality, key)
+    manifest_dir = Path(dataset_cfg.manifest_dir)
+    summary.table = accounts = _write_accounts(table, imported, manifest_dir)
+    if not imported.rows:
+        skipped_path = manifest_dir / SKIPPED_NAME
+        raise ShiftlabError(f"no row of {table.source} could be used; see {skipped_path}.")
+    df = pd.DataFrame(imported.rows, columns=list(COLUMNS))
+    raw = pd.Series(imported.raw_patients, index=df.index, dtype=str)
+    meta = _table_meta(accounts, key)
+    summary.domains, summary.manifest = finish_manifest(df, raw, dataset_cfg, split_seed, meta)
+
+
+@dataclass
+class _Imported:
+    """What a table's rows gave: manifest rows, and where the files of the other rows went."""
+
+    skipped: list[tuple[str, str]]  # (file, reason), for skipped.csv
+    rows: list[dict[str, object]] = field(default_factory=list)
+    raw_patients: list[str] = field(default_factory=list)  # as given, for the split by patient
+    # (first file, caveat) of the samples kept, for flagged.csv
+    flagged: list[tuple[str, str]] = field(default_factory=list)
+    # Where each sample's manufacturer came from: FROM_TAG or the table's vendor_source.
+    vendor_sources: Counter[str] = field(default_factory=Counter)
+    n_rows_skipped: int = 0
+
+
+def _import_rows(table: SampleTable, dicom_root: Path, modality: str, key: bytes) -> _Imported:
+    """Read every row's file or folder: a usable row becomes a manifest row, the files of the
+    others are listed in skipped.csv with their reason."""
     has_split = "split" in table.rows.columns and (table.rows["split"] != "").all()
-    rows, raw_patients, skipped = [], [], list(table.skipped)
-    vendor_sources: Counter[str] = Counter()
+    imported = _Imported(skipped=list(table.skipped))
     claimed: dict[str, str] = {}  # file or SOPInstanceUID -> the file of the row that has it
-    flagged: list[tuple[str, str]] = []  # (first file, caveat) of the samples kept
-    n_rows_skipped = 0
     for _, row in table.rows.iterrows():
         relative = _relative(row["path"], dicom_root)
-        header, left_out = (
-            _read_sample(dicom_root, relative)
-            if image_format(relative) == "dicom"
-            else (_read_image_file(dicom_root, relative, modality), [])
-        )
-        skipped += left_out
-        repeated = None if isinstance(header, str) else _repeats(header, claimed)
-        if isinstance(header, str) or repeated:
-            n_rows_skipped += 1
-            if repeated:
-                skipped += [(f, repeated) for f in header.files]
-            elif not left_out:
-                skipped.append((relative.as_posix(), header))
+        header = _usable_header(dicom_root, relative, modality, claimed, imported)
+        if header is None:
             continue
         manufacturer = row["manufacturer"] or header.manufacturer
         notes = [vendor_note(manufacturer), *header.notes]
-        flagged += [(header.files[0], note) for note in notes if note]
-        vendor_sources[table.vendor_source if row["manufacturer"] else FROM_TAG] += 1
-        raw_patients.append(row["patient_id"])
-        rows.append(
-            {
-                "sample_id": pseudonym(key, f"user-table:{relative.as_posix()}", "s-"),
-                "patient_id": pseudonym(key, row["patient_id"], "p-"),
-                "study_id": pseudonym(key, header.study_uid, "st-"),
-                "series_id": pseudonym(key, header.series_uid, "se-"),
-                "paths": PATH_SEPARATOR.join(header.files),
-                "n_slices": header.n_slices or len(header.files),
-                "label": int(row["label"]),
-                "manufacturer": manufacturer,
-                "vendor": normalise_vendor(manufacturer),
-                "model_name": row.get("model_name") or header.model_name,
-                "field_strength": _field_strength(row, header),
-                "modality": header.modality,
-                "split": row["split"] if has_split else "",
-            }
-        )
-    manifest_dir = Path(dataset_cfg.manifest_dir)
-    skipped_path, flagged_path = manifest_dir / SKIPPED_NAME, manifest_dir / FLAGGED_NAME
-    skipped = sorted(skipped)
-    write_if_changed(skipped_path, csv_bytes(pd.DataFrame(skipped, columns=["path", "reason"])))
-    flagged_table = pd.DataFrame(sorted(flagged), columns=["path", "note"])
-    write_if_changed(flagged_path, csv_bytes(flagged_table))
-    skipped_by_kind = count_skipped_kinds(skipped)
+        imported.flagged += [(header.files[0], note) for note in notes if note]
+        imported.vendor_sources[table.vendor_source if row["manufacturer"] else FROM_TAG] += 1
+        imported.raw_patients.append(row["patient_id"])
+        imported.rows.append(_manifest_row(row, relative, header, manufacturer, key, has_split))
+    return imported
+
+
+def _usable_header(
+    dicom_root: Path,
+    relative: Path,
+    modality: str,
+    claimed: dict[str, str],
+    imported: _Imported,
+) -> SeriesHeader | None:
+    """The header of one row's images, or None when the row is skipped: it cannot be read or
+    repeats an earlier row's images (its files then go to ``imported.skipped``, with why)."""
+    header, left_out = (
+        _read_sample(dicom_root, relative)
+        if image_format(relative) == "dicom"
+        else (_read_image_file(dicom_root, relative, modality), [])
+    )
+    imported.skipped += left_out
+    repeated = None if isinstance(header, str) else _repeats(header, claimed)
+    if isinstance(header, str) or repeated:
+        imported.n_rows_skipped += 1
+        if repeated:
+            imported.skipped += [(f, repeated) for f in header.files]
+        elif not left_out:
+            imported.skipped.append((relative.as_posix(), header))
+        return None
+    return header
+
+
+def _manifest_row(
+    row: pd.Series,
+    relative: Path,
+    header: SeriesHeader,
+    manufacturer: str,
+    key: bytes,
+    has_split: bool,
+) -> dict[str, object]:
+    """One sample's manifest row: identifiers pseudonymised, the table's values first, the
+    header's where the table leaves them empty."""
+    return {
+        "sample_id": pseudonym(key, f"user-table:{relative.as_posix()}", "s-"),
+        "patient_id": pseudonym(key, row["patient_id"], "p-"),
+        "study_id": pseudonym(key, header.study_uid, "st-"),
+        "series_id": pseudonym(key, header.series_uid, "se-"),
+        "paths": PATH_SEPARATOR.join(header.files),
+        "n_slices": header.n_slices or len(header.files),
+        "label": int(row["label"]),
+        "manufacturer": manufacturer,
+        "vendor": normalise_vendor(manufacturer),
+        "model_name": row.get("model_name") or header.model_name,
+        "field_strength": _field_strength(row, header),
+        "modality": header.modality,
+        "split": row["split"] if has_split else "",
+    }
+
+
+def _write_accounts(table: SampleTable, imported: _Imported, manifest_dir: Path) -> TableAccounts:
+    """Write skipped.csv and flagged.csv, and return the counts the summary prints: every file
+    the table names is accounted for, also when no row can be used."""
+    skipped = sorted(imported.skipped)
+    write_skipped(manifest_dir / SKIPPED_NAME, skipped)
+    flagged = sorted(imported.flagged)
+    write_flagged(manifest_dir / FLAGGED_NAME, flagged)
+    return TableAccounts(
+        source=table.source,
+        n_rows=len(table.rows),
+        n_rows_skipped=imported.n_rows_skipped,
+        manifest_dir=manifest_dir,
+        skipped_by_kind=count_skipped_kinds(skipped),
+        files=_files_accounted(imported.rows, skipped),
+        n_vendor_unknown=sum(r["vendor"] == UNKNOWN for r in imported.rows),
+        n_flagged=len(flagged),
+        vendor_sources=dict(sorted(imported.vendor_sources.items())),
+    )
+
+
+def _files_accounted(
+    rows: list[dict[str, object]], skipped: list[tuple[str, str]]
+) -> dict[str, int]:
+    """Every file the table names (a folder: every file under it): in a sample or skipped."""
     # A file is counted once: one that a repeating row names again is in a sample already.
     in_samples = {f for r in rows for f in r["paths"].split(PATH_SEPARATOR)}
     only_skipped = {path for path, _ in skipped} - in_samples
-    files = {
+    return {
         "scanned": len(in_samples) + len(only_skipped),
         "in_samples": len(in_samples),
         "skipped": len(only_skipped),
     }
-    n_unknown = sum(r["vendor"] == UNKNOWN for r in rows)
-    summary.table = TableAccounts(
-        source=table.source,
-        n_rows=len(table.rows),
-        n_rows_skipped=n_rows_skipped,
-        manifest_dir=manifest_dir,
-        skipped_by_kind=skipped_by_kind,
-        files=files,
-        n_vendor_unknown=n_unknown,
-        n_flagged=len(flagged_table),
-        vendor_sources=dict(sorted(vendor_sources.items())),
-    )
-    if not rows:
-        raise ShiftlabError(f"no row of {table.source} could be used; see {skipped_path}.")
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
-    raw = pd.Series(raw_patients, index=df.index, dtype=str)
-    meta = {
-        "source_table": table.source,
-        "n_rows": len(table.rows),
-        "n_rows_skipped": n_rows_skipped,
+
+
+def _table_meta(accounts: TableAccounts, key: bytes) -> dict[str, object]:
+    """What manifest.json records about an imported table: the counts the summary printed."""
+    return {
+        "source_table": accounts.source,
+        "n_rows": accounts.n_rows,
+        "n_rows_skipped": accounts.n_rows_skipped,
         # Every file the table names (a folder: every file under it): in a sample or skipped.
-        "files": files,
-        "skipped_by_kind": skipped_by_kind,
-        "n_flagged": len(flagged_table),
-        "n_samples_vendor_unknown": n_unknown,
+        "files": accounts.files,
+        "skipped_by_kind": accounts.skipped_by_kind,
+        "n_flagged": accounts.n_flagged,
+        "n_samples_vendor_unknown": accounts.n_vendor_unknown,
         # Where each sample's manufacturer came from: the manifest says which
         # (docs/presets/custom.md).
-        "vendor_source": dict(sorted(vendor_sources.items())),
+        "vendor_source": accounts.vendor_sources,
         "pseudonym_key_id": pseudonym(key, "shiftlab-key-id", "k-"),
     }
-    summary.domains, summary.manifest = finish_manifest(df, raw, dataset_cfg, split_seed, meta)
