@@ -43,7 +43,8 @@ def runs_of_grid(overrides: Sequence[str]) -> tuple[list[Run], Path, Path, str]:
     return runs, Path(master.hydra.sweep.dir), Path(master.paths.output_dir), grid_name(master)
 
 
-def main(argv: Sequence[str] | None = None) -> Report | None:
+def _parser() -> argparse.ArgumentParser:
+    """The command line: a folder or grid overrides, where to write, and the report's options."""
     parser = argparse.ArgumentParser(
         prog="python -m shiftlab.report",
         description="Tables and figures of the study from run records.",
@@ -71,7 +72,42 @@ def main(argv: Sequence[str] | None = None) -> Report | None:
         action="store_true",
         help="refuse (exit 2) when runs of one scenario differ in settings, manifest or code",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _runs_named(what: Sequence[str], out: Path | None) -> tuple[list[Run], Path, Path, str]:
+    """The runs ``what`` names (a folder or a grid), their root, the report's folder and origin."""
+    overrides = [w for w in what if "=" in w]
+    folders = [w for w in what if "=" not in w]
+    if (folders and overrides) or len(folders) > 1:
+        raise ShiftlabError(
+            "give either one folder of run records or grid overrides (key=value), "
+            f"not both: got {' '.join(what)}"
+        )
+    if folders:
+        folder = Path(folders[0]).resolve()
+        runs, root = read_folder(folder), folder
+        out = out or folder.parent / "reports" / folder.name
+        origin = folders[0]
+    else:
+        runs, root, output_dir, name = runs_of_grid(overrides)
+        out = out or output_dir / "reports" / name
+        origin = " ".join(overrides)
+    return runs, root, out, origin
+
+
+def _print_report(report: Report, out: Path) -> None:
+    """The report's tables, its notes and where it was written, on the console."""
+    for table in report.tables.values():  # an ablation grid has no Table 1 or 2 (see notes)
+        print()
+        print(table.markdown())
+    for note in report.notes:
+        print(f"note: {note}")
+    print(f"report: {out}/report.md ({len(report.files)} files: tables/, figures/)")
+
+
+def main(argv: Sequence[str] | None = None) -> Report | None:
+    args = _parser().parse_args(argv)
     options = Options(
         n_boot=args.n_boot,
         bootstrap_seed=args.bootstrap_seed,
@@ -81,29 +117,9 @@ def main(argv: Sequence[str] | None = None) -> Report | None:
         strict=args.strict,
     )
     with exit_on_user_error():
-        overrides = [w for w in args.what if "=" in w]
-        folders = [w for w in args.what if "=" not in w]
-        if (folders and overrides) or len(folders) > 1:
-            raise ShiftlabError(
-                "give either one folder of run records or grid overrides (key=value), "
-                f"not both: got {' '.join(args.what)}"
-            )
-        if folders:
-            folder = Path(folders[0]).resolve()
-            runs, root = read_folder(folder), folder
-            out = args.out or folder.parent / "reports" / folder.name
-            origin = folders[0]
-        else:
-            runs, root, output_dir, name = runs_of_grid(overrides)
-            out = args.out or output_dir / "reports" / name
-            origin = " ".join(overrides)
+        runs, root, out, origin = _runs_named(args.what, args.out)
         report = build(runs, out, origin, options, root=root)
-        for table in report.tables.values():  # an ablation grid has no Table 1 or 2 (see notes)
-            print()
-            print(table.markdown())
-        for note in report.notes:
-            print(f"note: {note}")
-        print(f"report: {out}/report.md ({len(report.files)} files: tables/, figures/)")
+        _print_report(report, out)
         return report
 
 

@@ -80,24 +80,23 @@ def _curves(setting: str, label: str) -> list[Any]:
     ]
 
 
-def views(entity: str, project: str) -> list[Any]:
-    """The three workspace views (wandb_workspaces.workspaces.Workspace), built offline."""
-    wr = require("wandb_workspaces.reports.v2", extra="wandb", needed_by=NEEDED_BY)
-    ws = require("wandb_workspaces.workspaces", extra="wandb", needed_by=NEEDED_BY)
+def _view(ws: Any, entity: str, project: str, name: str, shift: str, sections: list[Any]) -> Any:
+    """One saved view: the runs of one kind of shift (``shift.name``), grouped by scenario."""
+    return ws.Workspace(
+        entity=entity,
+        project=project,
+        name=name,
+        sections=sections,
+        runset_settings=ws.RunsetSettings(
+            filters=[ws.Config("shift.name") == shift],
+            groupby=[ws.Metric("Group")],  # the W&B group of a run is its scenario
+        ),
+    )
 
-    def view(name: str, shift: str, sections: list[Any]) -> Any:
-        return ws.Workspace(
-            entity=entity,
-            project=project,
-            name=name,
-            sections=sections,
-            runset_settings=ws.RunsetSettings(
-                filters=[ws.Config("shift.name") == shift],
-                groupby=[ws.Metric("Group")],  # the W&B group of a run is its scenario
-            ),
-        )
 
-    scenarios = ws.Section(
+def _scenarios_section(wr: Any, ws: Any) -> Any:
+    """ΔAUC and both AUROCs per scenario (the report's Table 1), and what the report adds."""
+    return ws.Section(
         name="ΔAUC per scenario",
         is_open=True,
         panels=[
@@ -123,7 +122,11 @@ def views(entity: str, project: str) -> list[Any]:
             wr.MarkdownPanel(markdown=NOTE),
         ],
     )
-    modalities = ws.Section(
+
+
+def _modalities_section(wr: Any, ws: Any) -> Any:
+    """ΔAUC per modality over all its runs (the report's Table 2)."""
+    return ws.Section(
         name="ΔAUC per modality",
         is_open=True,
         panels=[
@@ -136,14 +139,22 @@ def views(entity: str, project: str) -> list[Any]:
             )
         ],
     )
+
+
+def views(entity: str, project: str) -> list[Any]:
+    """The three workspace views (wandb_workspaces.workspaces.Workspace), built offline."""
+    wr = require("wandb_workspaces.reports.v2", extra="wandb", needed_by=NEEDED_BY)
+    ws = require("wandb_workspaces.workspaces", extra="wandb", needed_by=NEEDED_BY)
+
+    per_scenario = [_scenarios_section(wr, ws), _modalities_section(wr, ws)]
     injection = ws.Section(
         name="Target injection", is_open=True, panels=_curves("fraction", "injected fraction")
     )
     noise = ws.Section(name="Noise", is_open=True, panels=_curves("alpha", "noise alpha"))
     return [
-        view("shiftlab report: ΔAUC per scenario", "none", [scenarios, modalities]),
-        view("shiftlab report: target injection", "injection", [injection]),
-        view("shiftlab report: noise", "noise", [noise]),
+        _view(ws, entity, project, "shiftlab report: ΔAUC per scenario", "none", per_scenario),
+        _view(ws, entity, project, "shiftlab report: target injection", "injection", [injection]),
+        _view(ws, entity, project, "shiftlab report: noise", "noise", [noise]),
     ]
 
 
