@@ -75,7 +75,7 @@ test-slow: $(STAMP)  ## only the slow tests
 # failures (about 5 minutes on 2 CPUs).
 test-slurm: $(STAMP)  ## a one-node SLURM cluster here (root, apt), then the SLURM tests
 	.ci/slurm/start-cluster.sh
-	WANDB_MODE=offline $(BIN)/python -m pytest -q -m slurm tests/test_slurm.py
+	WANDB_MODE=offline $(BIN)/python -m pytest -q -m slurm tests/runs/test_slurm.py
 
 docs: $(STAMP)  ## build the documentation site strictly (a broken link or a missing page fails)
 	$(BIN)/mkdocs build --strict --site-dir site

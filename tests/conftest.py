@@ -1,74 +1,31 @@
 """Shared fixtures: the real config tree, synthetic DICOM sets and one trained run per session.
 
-Everything here goes through the real pieces: Hydra composes the config tree (``CONF_DIR``), the
-synthetic generator writes DICOM files through the dataset config, ingest builds the manifest, and
-Lightning trains.
-Every path a test writes to is a pytest temporary directory; W&B is forced offline.
+Everything here goes through the real pieces: Hydra composes the config tree, the synthetic
+generator writes DICOM files through the dataset config, ingest builds the manifest, and Lightning
+trains. Every path a test writes to is a pytest temporary directory; W&B is forced offline. What
+tests share besides fixtures (composing configs, the sets' sizes, DICOM series written by hand)
+is in ``helpers/``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from helpers.compose import compose_train
+from helpers.sets import (
+    DEFAULT_RUN_EPOCHS,
+    FULL_PATIENTS,
+    SMALL_PATIENTS,
+    TINY_DATA,
+    SyntheticSet,
+    TrainedRun,
+)
 
-from shiftlab.config import CONF_DIR, register_resolvers
 from shiftlab.data.prepare import ensure_manifest
-
-REPO = Path(__file__).resolve().parents[1]
-
-# The default synthetic set (400 patients per vendor): the size the user's default run trains on.
-FULL_PATIENTS = 400
-# Enough for every (vendor, label, split) cell to hold patients, small enough to train in seconds.
-SMALL_PATIENTS = 100
-# Epochs of the one full-size run (about 20 s on 2 CPU cores). Measured test AUROC at 8 epochs:
-# source 0.87-0.89 vs target 0.66-0.69 over seeds 0-2 and two pseudonym keys; at 6 epochs seed 0
-# gave only 0.81 vs 0.69.
-DEFAULT_RUN_EPOCHS = 8
-
-
-def compose_config(
-    config_name: str, data_dir: Path, output_dir: Path, *overrides: str
-) -> DictConfig:
-    """Compose ``conf/<config_name>.yaml`` with data and outputs kept in temporary folders."""
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(
-            config_name=config_name,
-            overrides=[
-                f"paths.data_dir='{data_dir}'",
-                f"paths.output_dir='{output_dir}'",
-                *overrides,
-            ],
-        )
-
-
-def wandb_log(path: Path, expected: bytes, timeout: float = 60.0) -> bytes:
-    """The bytes of an offline W&B run file once they hold ``expected``. W&B's service process
-    writes the file; right after ``wandb.finish()`` returns, its last records can still be on
-    their way (seen as an empty file on a loaded machine), so the reader waits for them."""
-    deadline = time.monotonic() + timeout
-    while True:
-        data = path.read_bytes()
-        if expected in data or time.monotonic() > deadline:
-            return data
-        time.sleep(0.2)
-
-
-def compose_train(data_dir: Path, output_dir: Path, *overrides: str) -> DictConfig:
-    return compose_config(
-        "train", data_dir, output_dir, "trainer.enable_progress_bar=false", *overrides
-    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -82,30 +39,6 @@ def wandb_offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             patch.setenv(name, str(base / name.lower()))
         patch.delenv("WANDB_API_KEY", raising=False)
         yield base
-
-
-@dataclass(frozen=True)
-class SyntheticSet:
-    """A generated and ingested synthetic set, and the overrides that select it."""
-
-    data_dir: Path
-    patients_per_vendor: int
-    overrides: tuple[str, ...]
-    root: Path
-    manifest_dir: Path
-
-    @property
-    def dicom_root(self) -> Path:
-        return self.root / "dicom"
-
-    def manifest(self) -> pd.DataFrame:
-        return pd.read_csv(self.manifest_dir / "manifest.csv", dtype={"split": str})
-
-    def manifest_meta(self) -> dict[str, Any]:
-        return json.loads((self.manifest_dir / "manifest.json").read_text())
-
-    def compose(self, output_dir: Path, *overrides: str) -> DictConfig:
-        return compose_train(self.data_dir, output_dir, *self.overrides, *overrides)
 
 
 @pytest.fixture(scope="session")
@@ -158,20 +91,6 @@ def full_set(synthetic_set: Callable[[int], SyntheticSet]) -> SyntheticSet:
     return synthetic_set(FULL_PATIENTS)
 
 
-@dataclass(frozen=True)
-class TrainedRun:
-    cfg: DictConfig
-    run_dir: Path
-    result: dict[str, Any]
-    data: SyntheticSet
-
-    def metrics(self) -> dict[str, Any]:
-        return json.loads((self.run_dir / "metrics.json").read_text())
-
-    def predictions(self) -> pd.DataFrame:
-        return pd.read_csv(self.run_dir / "predictions.csv")
-
-
 @pytest.fixture(scope="session")
 def default_run(full_set: SyntheticSet, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     """The user's main job on the default synthetic set (ge -> siemens), trained once."""
@@ -182,3 +101,13 @@ def default_run(full_set: SyntheticSet, tmp_path_factory: pytest.TempPathFactory
     cfg = full_set.compose(outputs, f"trainer.max_epochs={DEFAULT_RUN_EPOCHS}")
     result = train(cfg, run_dir)
     return TrainedRun(cfg=cfg, run_dir=run_dir, result=result, data=full_set)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder whose data/ holds the tiny synthetic set, generated and ingested once per session
+    for the tests of a run's mechanics. Tests link or read it and never change its files."""
+    base = tmp_path_factory.mktemp("tiny")
+    with contextlib.redirect_stdout(io.StringIO()):
+        ensure_manifest(compose_train(base / "data", base / "out", *TINY_DATA))
+    return base

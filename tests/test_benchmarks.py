@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from conftest import REPO
+from helpers.compose import REPO
 
 NUMBER = r"[0-9]+(\.[0-9]+)?"
 

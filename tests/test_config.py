@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, compose_config, compose_train
+from helpers.compose import compose_config, compose_train
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from shiftlab.config import register_resolvers
+from shiftlab.config import CONF_DIR, register_resolvers
 from shiftlab.identity import settings, settings_hash
 
 DATASETS = sorted(p.stem for p in (CONF_DIR / "dataset").glob("*.yaml"))

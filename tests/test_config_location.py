@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, compose_train
+from helpers.compose import REPO, compose_train
 from hydra import compose, initialize_config_dir
 
 import shiftlab

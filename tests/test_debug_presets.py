@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, compose_config, compose_train
+from helpers.compose import REPO, compose_config, compose_train
 from omegaconf import OmegaConf
 
 from shiftlab import grid
-from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import ShiftlabError
 from shiftlab.identity import settings_hash
 from shiftlab.report.records import read_folder
@@ -57,15 +56,6 @@ def with_hydra(base: Path, *overrides: str):
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", [*places(base), *overrides], return_hydra_config=True)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder whose data/ holds the tiny synthetic set, generated and ingested once."""
-    base = tmp_path_factory.mktemp("tiny")
-    with contextlib.redirect_stdout(io.StringIO()):
-        ensure_manifest(compose_train(base / "data", base / "out", *TINY))
-    return base
 
 
 # --- debug= ------------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import SyntheticSet, compose_train
-from dicom_factory import write_series
+from helpers.compose import compose_train
+from helpers.dicom_factory import write_series
+from helpers.sets import SyntheticSet
 
 from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import ShiftlabError
@@ -132,8 +133,8 @@ def test_split_without_both_classes(tmp_path: Path) -> None:
 
 
 def test_unreadable_pixels_are_named_when_no_sample_can_be_decoded(tmp_path: Path) -> None:
-    """One undecodable sample is left out (tests/test_real_files.py); when none decodes, the run
-    stops before training and names the first sample's files, relative to the DICOM root."""
+    """One undecodable sample is left out (tests/ingest/test_real_files.py); when none decodes, the
+    run stops before training and names the first sample's files, relative to the DICOM root."""
     overrides = ("dataset.synthetic.patients_per_vendor=12", "trainer.max_epochs=1")
     cfg = compose_train(tmp_path / "data", tmp_path / "out", *overrides)
     with contextlib.redirect_stdout(io.StringIO()):

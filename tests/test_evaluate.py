@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import compose_config, compose_train
+from helpers.compose import compose_config, compose_train
 from omegaconf import DictConfig
 
 from shiftlab import evaluate as evaluation

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from helpers.compose import REPO
 
 from shiftlab.extras import MissingExtra, require
 

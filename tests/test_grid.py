@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, REPO, compose_train
+from helpers.compose import REPO, compose_train
 from omegaconf import OmegaConf
 
 from shiftlab import grid
+from shiftlab.config import CONF_DIR
 from shiftlab.errors import ShiftlabError
 from shiftlab.identity import settings_hash
 from shiftlab.runs import states as runs
@@ -45,7 +46,8 @@ JOB_COUNTS = {
     "smoke_paper_grid": 3 * 2 * 2,
     "smoke_injection": 3 * 2 * 2 * 6,
     "smoke_noise": 3 * 2 * 2 * 7,
-    # The synthetic sets at their severity and at 0 (tests/test_calibration.py checks each run).
+    # The synthetic sets at their severity and at 0 (tests/report/test_calibration.py checks each
+    # run).
     "calibration": 3 * 2 * 2 * 5,
 }
 

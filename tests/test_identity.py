@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import compose_train
+from helpers.compose import compose_train
 from hydra.utils import get_object
 
 from shiftlab import identity

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import compose_train
+from helpers.compose import compose_train
 
 from shiftlab.data import cache
 from shiftlab.train import train

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from helpers.compose import REPO
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from shiftlab.grid import sweep_jobs

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import CONF_DIR, REPO, compose_train
-from dicom_factory import write_series
+from helpers.compose import REPO, compose_train
+from helpers.dicom_factory import write_series
 from hydra.errors import MissingConfigException
 
-from shiftlab.data.prepare import ensure_manifest
+from shiftlab.config import CONF_DIR
 from shiftlab.errors import ShiftlabError
 from shiftlab.ingest.run import run_ingest
 from shiftlab.train import train
@@ -33,14 +33,6 @@ def refused(cfg, run_dir: Path) -> str:
     for name in ("checkpoints", "metrics.json", "predictions.csv", "done", "config.yaml"):
         assert not (run_dir / name).exists(), name
     return str(caught.value)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data_dir = tmp_path_factory.mktemp("tiny-data")
-    with contextlib.redirect_stdout(io.StringIO()):
-        ensure_manifest(compose_train(data_dir, data_dir / "out", *TINY))
-    return data_dir
 
 
 def options(group: str) -> list[str]:
@@ -94,7 +86,7 @@ def test_an_unknown_model_on_the_command_line_is_one_message(tmp_path: Path) -> 
 def test_bad_settings_are_refused_before_training(
     overrides: list[str], expected: list[str], tiny: Path, tmp_path: Path
 ) -> None:
-    cfg = compose_train(tiny, tmp_path / "out", *TINY, *overrides)
+    cfg = compose_train(tiny / "data", tmp_path / "out", *TINY, *overrides)
     message = refused(cfg, tmp_path / "run")
     for fragment in expected:
         assert fragment in message, (fragment, message)

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, compose_train
+from helpers.compose import REPO, compose_train
 from hydra.errors import MissingConfigException
 
-from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import ShiftlabError
 from shiftlab.identity import settings_hash
 from shiftlab.schema import check_train_config
@@ -153,17 +152,9 @@ def test_an_unknown_scheduler_lists_the_group(tmp_path: Path) -> None:
     assert "cosine" in message and "none" in message
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data_dir = tmp_path_factory.mktemp("tiny-data")
-    with contextlib.redirect_stdout(io.StringIO()):
-        ensure_manifest(compose_train(data_dir, data_dir / "out", *TINY))
-    return data_dir
-
-
 def trained_optimiser(tiny: Path, tmp_path: Path, *overrides: str) -> dict:
     """The optimiser state (and schedules) that a one-epoch run left in its last checkpoint."""
-    cfg = compose_train(tiny, tmp_path / "out", *TINY, *overrides)
+    cfg = compose_train(tiny / "data", tmp_path / "out", *TINY, *overrides)
     with contextlib.redirect_stdout(io.StringIO()):
         train(cfg, tmp_path / "run")
     assert (tmp_path / "run" / "done").is_file()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import DEFAULT_RUN_EPOCHS, SyntheticSet, TrainedRun, compose_train
+from helpers.compose import compose_train
+from helpers.sets import DEFAULT_RUN_EPOCHS, SyntheticSet, TrainedRun
 from omegaconf import OmegaConf
 
 from shiftlab.identity import settings_hash

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, REPO, compose_train
+from helpers.compose import REPO, compose_train
 
+from shiftlab.config import CONF_DIR
 from shiftlab.identity import settings_hash
 
 Run = Callable[..., subprocess.CompletedProcess]

@@ -32,7 +32,7 @@ from shiftlab.extras import require
 from shiftlab.loggers.local_paths import mask_local_paths, mask_text
 
 # wandb.Settings that keep the machine out of the run (named as in wandb 0.22 to 0.31, the range
-# pyproject.toml allows and tests/test_wandb.py checks):
+# pyproject.toml allows and tests/loggers/test_wandb.py checks):
 # no system metadata (argv, program, executable, cwd, host), no git state, no code.
 PRIVATE = {
     "x_disable_meta": True,
