@@ -44,7 +44,7 @@ from shiftlab.files import remove_temporaries, write_text_atomic
 from shiftlab.identity import settings
 from shiftlab.manifest import SPLITS, load_manifest
 from shiftlab.models.classifier import ShiftClassifier
-from shiftlab.provenance import provenance
+from shiftlab.runs.provenance import provenance
 from shiftlab.runs.record import DONE, RunRecord, check_writable
 
 EVALUATIONS = "evaluations"

@@ -50,9 +50,9 @@ from shiftlab.identity import settings, settings_hash
 from shiftlab.loggers.local_paths import mask_local_paths
 from shiftlab.loggers.wandb import wandb_run_id
 from shiftlab.models.classifier import ShiftClassifier
-from shiftlab.provenance import provenance, trained_by
 from shiftlab.runs.failure import FiniteLoss, check_finite_metrics, recorded_attempt
 from shiftlab.runs.gpu_slots import pin_gpu
+from shiftlab.runs.provenance import provenance, trained_by
 from shiftlab.runs.record import RunRecord, check_writable
 from shiftlab.runs.states import RunLock, describe
 from shiftlab.schema import check_train_config

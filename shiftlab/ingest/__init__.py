@@ -25,6 +25,8 @@ One job per module, in the order an ingest runs:
 - ``multiframe`` and ``image_files``: a multi-frame DICOM file, or a NIfTI or PNG image, read as
   single-frame slices, so everything after them (ingest and the cache build alike) sees slices.
 - ``reader_warnings``: the DICOM reader's warnings, shown once each without raw values.
+- ``vendors``: the Manufacturer spellings each vendor goes by; ``pseudonym``: the keyed
+  pseudonyms that replace PatientID and UIDs before anything leaves ingest.
 - ``run``: the command (``run_ingest``, ``ensure_twin``, ``main``).
 
 Nothing is imported here, so that reading one module (the cache build reads

@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from shiftlab.ingest.headers import SeriesHeader
+from shiftlab.ingest.vendors import UNKNOWN, normalise_vendor
 from shiftlab.manifest import PATH_SEPARATOR, ManifestInfo, csv_bytes, write_if_changed
-from shiftlab.vendors import UNKNOWN, normalise_vendor
 
 SKIPPED_NAME = "skipped.csv"
 # Series scanned but not made into samples (no label, not chosen, every sample dropped): one row
@@ -43,7 +43,7 @@ def vendor_note(manufacturer: str) -> str | None:
         return None
     if not manufacturer.strip():
         return "vendor unknown: Manufacturer missing or empty"
-    return f"vendor unknown: Manufacturer {manufacturer!r} is not in shiftlab/vendors.py"
+    return f"vendor unknown: Manufacturer {manufacturer!r} is not in shiftlab/ingest/vendors.py"
 
 
 @dataclass

@@ -17,7 +17,7 @@ Every image with the configured suffix (``T1w`` ...) is one sample; its particip
   modality-specific-files/magnetic-resonance-imaging-data.html). Converters write their own
   spelling: dcm2niix writes ``"Manufacturer": "GE"`` for files whose DICOM header says "GE
   MEDICAL SYSTEMS", and ``"Siemens"`` (reference sidecars of neurolabusc/dcm_qa_nih,
-  ``Ref/DCM2NIIX_regression_test_4.json``, ``Ref/EPI_PE=AP_3.json``); shiftlab/vendors.py
+  ``Ref/DCM2NIIX_regression_test_4.json``, ``Ref/EPI_PE=AP_3.json``); shiftlab/ingest/vendors.py
   maps them like DICOM values. RECOMMENDED is not REQUIRED: an image whose sidecars give no
   Manufacturer is skipped with that reason.
 - Sidecars follow the Inheritance Principle (specification, Appendix "The Inheritance

@@ -27,7 +27,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from shiftlab.pseudonym import pseudonym
+from shiftlab.ingest.pseudonym import pseudonym
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,8 @@ from shiftlab.domains import usable_domains, usable_pairs
 from shiftlab.errors import ShiftlabError, instantiate
 from shiftlab.ingest.accounting import UsableDomains
 from shiftlab.ingest.headers import SeriesHeader, absent_uids, tag_text
+from shiftlab.ingest.pseudonym import pseudonym
+from shiftlab.ingest.vendors import normalise_vendor
 from shiftlab.labels import FILE_STEM, LabelledSample, LabelTable
 from shiftlab.manifest import (
     COLUMNS,
@@ -26,8 +28,6 @@ from shiftlab.manifest import (
     count_table,
     write_manifest,
 )
-from shiftlab.pseudonym import pseudonym
-from shiftlab.vendors import normalise_vendor
 
 
 def read_labels(dataset_cfg: DictConfig) -> LabelTable:
@@ -175,8 +175,8 @@ def no_vendor_error(
     if (given != "").any():
         example = sorted(set(given[given != ""]))[0]
         causes.append(
-            f"{int((given != '').sum())} of {n} have a Manufacturer that shiftlab/vendors.py "
-            f"does not know (e.g. {example!r}; add its spelling there)"
+            f"{int((given != '').sum())} of {n} have a Manufacturer that "
+            f"shiftlab/ingest/vendors.py does not know (e.g. {example!r}; add its spelling there)"
         )
     in_samples = set(df["paths"])
     n_anonymous = sum(

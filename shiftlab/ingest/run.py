@@ -34,6 +34,7 @@ from shiftlab.ingest.accounting import (
     write_unused,
 )
 from shiftlab.ingest.headers import SeriesHeader
+from shiftlab.ingest.pseudonym import load_or_create_key, pseudonym
 from shiftlab.ingest.reader_warnings import reader_warnings
 from shiftlab.ingest.rows import (
     finish_manifest,
@@ -46,9 +47,8 @@ from shiftlab.ingest.rows import (
 from shiftlab.ingest.selection import SeriesSelection
 from shiftlab.ingest.series import scan_dicom_tree
 from shiftlab.ingest.user_table import import_user_manifest
+from shiftlab.ingest.vendors import UNKNOWN
 from shiftlab.labels import LabelTable
-from shiftlab.pseudonym import load_or_create_key, pseudonym
-from shiftlab.vendors import UNKNOWN
 
 # Written last by a twin generator: a twin without it is incomplete and generated again.
 TWIN_MARKER = "TWIN.txt"

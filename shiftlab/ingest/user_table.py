@@ -48,11 +48,11 @@ from shiftlab.ingest.accounting import (
 )
 from shiftlab.ingest.headers import SeriesHeader, read_slice
 from shiftlab.ingest.image_files import FORMAT_NAMES, image_format, read_image_info
+from shiftlab.ingest.pseudonym import load_or_create_key, pseudonym
 from shiftlab.ingest.rows import finish_manifest
 from shiftlab.ingest.series import scan_dicom_tree
+from shiftlab.ingest.vendors import UNKNOWN, normalise_vendor
 from shiftlab.manifest import COLUMNS, PATH_SEPARATOR, SPLITS
-from shiftlab.pseudonym import load_or_create_key, pseudonym
-from shiftlab.vendors import UNKNOWN, normalise_vendor
 
 REQUIRED = ("path", "patient_id", "manufacturer", "label")
 # Where a sample's manufacturer came from, counted in manifest.json (meta "vendor_source").

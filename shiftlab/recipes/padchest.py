@@ -22,8 +22,8 @@ Published format, as read by public code (cited by repository and path):
   dataset authors' own rows (BIMCV-CSUSP/BIMCV-COVID-19,
   ``padchest-covid/subsetsByPatology-tsv/neumo_infiltrates_[fm].tsv``: 4,462 and 1,459 of 5,921
   rows). A third-party count over the full table (its repository was not identified by the search
-  index) gives 81,084 Philips and 79,777 Imaging Dynamics images; ``shiftlab.vendors`` maps the
-  two spellings to ``philips`` and ``imaging_dynamics``.
+  index) gives 81,084 Philips and 79,777 Imaging Dynamics images; ``shiftlab.ingest.vendors`` maps
+  the two spellings to ``philips`` and ``imaging_dynamics``.
 - ``Labels`` holds a Python list literal per image, e.g. ``['normal']`` or
   ``['pacemaker', 'chronic changes']``; some entries carry a leading space, some rows hold ``[]``
   (a report from which no label was extracted) and about a hundred are empty (f10409/RadHarmony,

@@ -21,11 +21,11 @@ from omegaconf import DictConfig
 
 from shiftlab.config import CONF_DIR
 from shiftlab.errors import ShiftlabError
+from shiftlab.ingest.pseudonym import load_or_create_key, pseudonym
 from shiftlab.ingest.run import run_ingest
 from shiftlab.ingest.series import scan_dicom_tree
 from shiftlab.labels import read_label_table
 from shiftlab.manifest import COLUMNS, assign_splits, load_manifest
-from shiftlab.pseudonym import load_or_create_key, pseudonym
 
 N_PATIENTS = 20
 N_SLICES = 4

@@ -391,7 +391,7 @@ def test_hand_written_table_skips_a_repeated_sop_instance_and_accounts_for_every
         {
             "path": "scans/v2p00/MR_small.dcm",
             "note": "vendor unknown: Manufacturer 'ACME Imaging Works' is not in "
-            "shiftlab/vendors.py",
+            "shiftlab/ingest/vendors.py",
         }
     ]
     assert "rows skipped:       2 " in output

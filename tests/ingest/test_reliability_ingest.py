@@ -77,7 +77,7 @@ def build_messy_tree(root: Path) -> dict[str, object]:
     expected["unknown_vendor"] = {
         "nomaker/s1/1-01.dcm": "Manufacturer missing or empty",
         "emptymaker/s1/1-01.dcm": "Manufacturer missing or empty",
-        "acme/s1/1-01.dcm": "'ACME Imaging Works' is not in shiftlab/vendors.py",
+        "acme/s1/1-01.dcm": "'ACME Imaging Works' is not in shiftlab/ingest/vendors.py",
     }
 
     # A secondary capture filed in the MR series: the odd modality out is skipped.

@@ -22,11 +22,11 @@ from omegaconf import DictConfig
 from shiftlab.data.preprocess import XRayPreprocessor, read_slices
 from shiftlab.errors import ShiftlabError, instantiate
 from shiftlab.ingest.run import ensure_twin, run_ingest
+from shiftlab.ingest.vendors import normalise_vendor
 from shiftlab.manifest import SPLITS, load_manifest
 from shiftlab.recipes import padchest
 from shiftlab.synth.twins import padchest as twin
 from shiftlab.train import train
-from shiftlab.vendors import normalise_vendor
 
 VENDORS = ("philips", "imaging_dynamics")
 

@@ -388,7 +388,7 @@ def test_lidc_twin_ingests_to_the_planned_nodules(lidc_set) -> None:
     assert kinds["indeterminate"] > 0 and kinds["single"] > 0
     assert any(p.n_readers == 2 and p.nodules for p in plan)
     assert {p.vendor for p in plan} == {"ge", "siemens", "philips", "toshiba"}
-    vendors = {"toshiba": "canon"}  # Toshiba Medical is Canon now (shiftlab.vendors)
+    vendors = {"toshiba": "canon"}  # Toshiba Medical is Canon now (shiftlab.ingest.vendors)
     got = Counter(zip(manifest.vendor, manifest.label, strict=True))
     assert got == Counter({(vendors.get(v, v), label): n for (v, label), n in expected.items()})
     assert set(manifest.manufacturer) == {"GE MEDICAL SYSTEMS", "SIEMENS", "Philips", "TOSHIBA"}

@@ -28,9 +28,9 @@ from shiftlab.data.preprocess import MRISlicePreprocessor, read_slices
 from shiftlab.domains import usable_domains
 from shiftlab.errors import ShiftlabError, instantiate
 from shiftlab.ingest.run import ensure_twin, run_ingest
+from shiftlab.ingest.vendors import normalise_vendor
 from shiftlab.manifest import PATH_SEPARATOR, SPLITS, load_manifest
 from shiftlab.recipes import adni, duke_breast_mri, prostate_mri_us_biopsy
-from shiftlab.vendors import normalise_vendor
 
 PRESETS = ("mri_breast", "mri_prostate", "mri_brain")
 

@@ -20,12 +20,12 @@ from omegaconf import DictConfig
 from shiftlab.data.preprocess import MammoPreprocessor, XRayPreprocessor, read_slices
 from shiftlab.errors import ShiftlabError, instantiate
 from shiftlab.ingest.run import ensure_twin, run_ingest
+from shiftlab.ingest.vendors import normalise_vendor
 from shiftlab.labels import FILE_STEM
 from shiftlab.manifest import SPLITS, load_manifest
 from shiftlab.recipes import vindr_cxr, vindr_mammo
 from shiftlab.synth.twins import vindr_cxr as cxr_twin
 from shiftlab.synth.twins import vindr_mammo as mammo_twin
-from shiftlab.vendors import normalise_vendor
 
 FINDING_COLUMNS = "Aortic enlargement,Nodule/Mass,Other diseases,No finding"
 

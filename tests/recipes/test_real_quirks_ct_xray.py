@@ -182,7 +182,10 @@ def test_vindr_cxr_ingest_stops_saying_no_vendor_can_be_formed(tmp_path: Path) -
     ("manufacturer", "cause"),
     [
         (None, "4 of 4 labelled series have no Manufacturer"),
-        ("Acme Imaging", "4 of 4 have a Manufacturer that shiftlab/vendors.py does not know"),
+        (
+            "Acme Imaging",
+            "4 of 4 have a Manufacturer that shiftlab/ingest/vendors.py does not know",
+        ),
     ],
 )
 def test_ingest_without_any_known_vendor_says_why(

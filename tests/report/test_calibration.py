@@ -335,7 +335,7 @@ def test_runs_of_other_settings_are_rows_of_their_own_and_debug_runs_none(
 
 
 def test_a_report_without_synthetic_runs_has_no_calibration_table() -> None:
-    runs = read_folder(REPO / "tests" / "fixtures" / "report_runs")
+    runs = read_folder(REPO / "tests" / "report" / "fixtures" / "report_runs")
     assert calibration_table(group_runs(runs), []) is None
 
 

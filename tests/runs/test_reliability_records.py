@@ -14,7 +14,7 @@ import pytest
 import yaml
 from helpers.compose import compose_train
 
-from shiftlab import provenance
+from shiftlab.runs import provenance
 from shiftlab.train import train
 
 TINY = (

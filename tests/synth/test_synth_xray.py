@@ -16,10 +16,10 @@ import pytest
 from pydicom.pixels import apply_voi_lut
 from pydicom.uid import UID, DigitalXRayImageStorageForPresentation
 
+from shiftlab.ingest.vendors import normalise_vendor
 from shiftlab.synth import common, xray
 from shiftlab.synth.severity import interpolate_vendor
 from shiftlab.synth.xray import VENDORS, generate
-from shiftlab.vendors import normalise_vendor
 
 PATIENTS = 6
 SEVERITY = 0.45

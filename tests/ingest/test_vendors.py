@@ -1,6 +1,6 @@
 import pytest
 
-from shiftlab.vendors import VENDORS, normalise_vendor
+from shiftlab.ingest.vendors import VENDORS, normalise_vendor
 
 REAL_SPELLINGS = [
     ("GE MEDICAL SYSTEMS", "ge"),
