@@ -46,6 +46,9 @@ JOB_COUNTS = {
     "smoke_paper_grid": 3 * 2 * 2,
     "smoke_injection": 3 * 2 * 2 * 6,
     "smoke_noise": 3 * 2 * 2 * 7,
+    # The five methods of conf/mitigation/ (none, augment, histogram, adabn, mixstyle).
+    "mitigations": 7 * 2 * 10 * 5,
+    "smoke_mitigations": 3 * 2 * 2 * 5,
     # The synthetic sets at their severity and at 0 (tests/report/test_calibration.py checks each
     # run).
     "calibration": 3 * 2 * 2 * 5,
@@ -83,15 +86,15 @@ def sweep(preset: str) -> dict[str, str]:
     return dict(expand(f"experiment={preset}")[0].hydra.sweeper.params)
 
 
-@pytest.mark.parametrize("ablation", ["paper_grid", "injection", "noise"])
+@pytest.mark.parametrize("ablation", ["paper_grid", "injection", "noise", "mitigations"])
 def test_smoke_presets_have_the_shape_of_the_real_ones(ablation: str) -> None:
     real, smoke = sweep(ablation), sweep(f"smoke_{ablation}")
     assert real["dataset"].split(",") == PAPER_DATASETS
     assert smoke["dataset"].split(",") == ["synthetic_mri", "synthetic_ct", "synthetic_xray"]
     assert real["direction"] == smoke["direction"] == "forward,reverse"
     assert (real["seed"], smoke["seed"]) == ("range(0,10)", "range(0,2)")
-    shift_keys = {key for key in real if key.startswith("shift.")}
-    assert shift_keys == {key for key in smoke if key.startswith("shift.")}
+    shift_keys = {key for key in real if key.startswith(("shift.", "mitigation"))}
+    assert shift_keys == {key for key in smoke if key.startswith(("shift.", "mitigation"))}
     assert all(real[key] == smoke[key] for key in shift_keys)
 
 
@@ -150,6 +153,20 @@ def test_ablation_jobs_differ_only_in_the_shift(
     [baseline] = grid.grid(["experiment=paper_grid", *one_scenario])[1]
     assert baseline.config.shift.name == "none"
     assert baseline.run_dir not in {job.run_dir for job in jobs}
+
+
+@pytest.mark.parametrize("preset", ["mitigations", "smoke_mitigations"])
+def test_mitigation_grids_reuse_the_study_runs_of_none(preset: str, tmp_path: Path) -> None:
+    """A method per job, and the `none` job is the very run of the grid without mitigations (same
+    directory): a relaunch after paper_grid trains only the four methods."""
+    one_scenario = ["dataset=synthetic_ct", "direction=reverse", "seed=1", *places(tmp_path)]
+    _, jobs = grid.grid([f"experiment={preset}", *one_scenario])
+    methods = [job.config.mitigation.name for job in jobs]
+    assert methods == ["none", "augment", "histogram", "adabn", "mixstyle"]
+    assert len({job.run_dir for job in jobs}) == 5
+    plain = preset.replace("mitigations", "paper_grid")
+    [study] = grid.grid([f"experiment={plain}", *one_scenario])[1]
+    assert jobs[0].run_dir == study.run_dir
 
 
 def test_display_options_and_launcher_do_not_change_the_run(tmp_path: Path) -> None:

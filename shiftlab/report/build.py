@@ -20,7 +20,15 @@ from shiftlab.files import write_text_atomic
 from shiftlab.report import characterise
 from shiftlab.report.calibration import calibration_table
 from shiftlab.report.external import external_table
-from shiftlab.report.records import UNRECORDED, Group, Run, differing_settings, group_runs
+from shiftlab.report.mitigation import mitigated, mitigation_tables
+from shiftlab.report.records import (
+    NO_MITIGATION,
+    UNRECORDED,
+    Group,
+    Run,
+    differing_settings,
+    group_runs,
+)
 from shiftlab.report.stats import CI_LEVEL
 from shiftlab.report.summary import modality_name, seed_rows, summarise
 from shiftlab.report.tables import (
@@ -92,15 +100,16 @@ def _conflicts(groups: Sequence[Group]) -> tuple[set[str], list[str]]:
     for group in groups:
         by_scenario[group.scenario].append(group)
     keys, notes = set(), []
-    for (dataset, source, target, shift), members in sorted(by_scenario.items()):
+    for (dataset, source, target, shift, mitigation), members in sorted(by_scenario.items()):
         if len(members) < 2:
             continue
         keys.update(g.key for g in members)
         listed = "; ".join(
             f"{g.key}: {g.model}, seeds {' '.join(map(str, g.seeds))}" for g in members
         )
+        setting = shift if mitigation == NO_MITIGATION else f"{shift}, mitigation {mitigation}"
         notes.append(
-            f"{dataset} {source} → {target} ({shift}): runs fall into {len(members)} "
+            f"{dataset} {source} → {target} ({setting}): runs fall into {len(members)} "
             f"settings groups ({listed}), which differ in {differing_settings(members)}. Each "
             "group is reported as its own row (marked †) and none enters the modality table."
         )
@@ -197,6 +206,10 @@ def build(
     summaries = pd.DataFrame([summarise(g, options.n_boot, options.bootstrap_seed) for g in groups])
     seeds = pd.DataFrame([row for g in groups for row in seed_rows(g)])
     seeds["run_dir"] = [_relative(Path(p), root) for p in seeds["run_dir"]]
+    with_methods = bool(mitigated(groups))  # runs.csv and seeds.csv then name each run's method
+    if with_methods:
+        labels = {g.key: g.mitigation["label"] for g in groups}
+        seeds.insert(seeds.columns.get_loc("shift") + 1, "mitigation", seeds["group"].map(labels))
     separability, histograms = pd.DataFrame(), []
     if options.characterise:
         separability, histograms = _characterise(groups, options, notes)
@@ -207,7 +220,7 @@ def build(
             shutil.rmtree(out / folder, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     files = [p for table in tables.values() for p in table.write(out / "tables")]
-    runs_frame = runs_table([_run_row(r, root) for r in runs])
+    runs_frame = runs_table([_run_row(r, root) for r in runs], with_methods)
     for name, frame in (("runs", runs_frame), ("seeds", seeds)):
         path = out / "tables" / f"{name}.csv"
         write_text_atomic(path, frame.round(6).to_csv(index=False))
@@ -253,11 +266,19 @@ def _tables(
     root: Path | None,
 ) -> dict[str, Table]:
     """The tables these runs make, in the report's order: each only where its runs are present."""
+    methods = mitigated(groups)
+    mitigations = mitigation_tables(
+        groups, conflicting, options.n_boot, options.bootstrap_seed, notes
+    )
+    if methods:  # the mitigation tables compare these runs with none's; the study's read the rest
+        summaries = summaries[~summaries["group"].isin(methods)]
     plain = summaries[~summaries["shift_name"].isin(ABLATIONS)]
     scenarios = scenario_table(plain, options.n_boot, separability, conflicting)
     scenario_rows = scenarios.raw
     tables: dict[str, Table] = {}
-    if scenario_rows.empty:  # an ablation grid: Tables 1 and 2 would be empty
+    if scenario_rows.empty and summaries.empty:  # every run has a mitigation
+        notes.insert(0, "No Table 1 or 2: every run has a mitigation, none has mitigation=none.")
+    elif scenario_rows.empty:  # an ablation grid: Tables 1 and 2 would be empty
         notes.insert(0, _no_baseline_note(summaries))
     else:
         baseline = scenario_rows[
@@ -269,6 +290,7 @@ def _tables(
         tables["injection"] = injection_table(summaries, conflicting)
     if (summaries["shift_name"] == "noise").any():
         tables["noise"] = noise_table(summaries, conflicting)
+    tables |= {table.name: table for table in mitigations}
     if not separability.empty and not scenario_rows.empty:
         tables["shift"] = shift_table(separability, scenario_rows)
     elif not separability.empty:  # an ablation grid: its runs at setting 0 change nothing
@@ -277,7 +299,7 @@ def _tables(
     external = external_table(groups, notes, lambda path: _relative(path, root))
     if external is not None:  # runs tested on another dataset (python -m shiftlab.evaluate)
         tables["external"] = external
-    calibration = calibration_table(groups, notes)
+    calibration = calibration_table([g for g in groups if g.key not in methods], notes)
     if calibration is not None:  # runs on the synthetic sets (experiment=calibration)
         tables["calibration"] = calibration
     return tables
@@ -311,6 +333,9 @@ def _draw(
         drawn.append(figures.injection_curves(tables["injection"].raw, folder / "injection.png"))
     if "noise" in tables:
         drawn.append(figures.noise_curves(tables["noise"].raw, folder / "noise.png"))
+    if "mitigation_modality" in tables:
+        pooled = tables["mitigation_modality"].raw
+        drawn.append(figures.mitigation_recovery(pooled, folder / "mitigation.png"))
     for histogram in histograms:
         name = f"intensity_{histogram['name']}.png"
         drawn.append(figures.intensity_histograms(histogram, folder / name))

@@ -41,13 +41,15 @@ from shiftlab.identity import DISPLAY_ONLY, NOT_SETTINGS, stable_targets, withou
 from shiftlab.report.stats import DomainTest, SeedTests
 
 RUN_MARKERS = ("done", "metrics.json", "attempts.json", "config.yaml")
-# Where the run's seed appears in its resolved config (the data module receives it too).
-SEED_KEYS = ("seed", "data.seed")
+# Where the run's seed appears in its resolved config (the data module receives it too, and a
+# mitigation that draws, conf/mitigation/augment.yaml, with the data module's copy of it).
+SEED_KEYS = ("seed", "data.seed", "mitigation.seed", "data.mitigation.seed")
 PREDICTION_COLUMNS = ("patient_id", "domain", "label")
 # Records agree with their predictions exactly now; 1e-6 still accepts records written before
 # the float64 AUROC (torchmetrics accumulated in float32, ~1e-7 off) but not another definition.
 AGREEMENT = 1e-6
 UNRECORDED = "unrecorded"
+NO_MITIGATION = "none"  # conf/mitigation/none.yaml: the study's training, and every older run
 SKIPPED_DIRS = ("checkpoints", "csv", "wandb")
 
 
@@ -110,6 +112,7 @@ class Run:
             "source": self.metrics.get("source", self.config.get("source", "")),
             "target": self.metrics.get("target", self.config.get("target", "")),
             "shift": self.shift.get("label", "") if (self.metrics or self.config) else "",
+            "mitigation": self.mitigation["label"] if (self.metrics or self.config) else "",
             "seed": self.seed,
         }
 
@@ -117,6 +120,19 @@ class Run:
     def shift(self) -> dict[str, Any]:
         shift = self.metrics.get("shift") or self.config.get("shift") or {"name": "none"}
         return dict(shift)
+
+    @property
+    def mitigation(self) -> dict[str, Any]:
+        """The mitigation the run trained or was tested with (conf/mitigation/): name, label and
+        whether it read the target's test images (transductive). A record from before
+        mitigations, or without one, is ``none``."""
+        found = self.metrics.get("mitigation") or self.config.get("mitigation") or {}
+        name = str(found.get("name", NO_MITIGATION))
+        return {
+            "name": name,
+            "label": str(found.get("label") or name),
+            "transductive": bool(found.get("transductive", False)),
+        }
 
     @property
     def code_version(self) -> str:
@@ -177,7 +193,17 @@ def comparable_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     flat = flatten(_mask_paths(kept, paths))
     for key in (*SEED_KEYS, *(f"trainer.{k}" for k in DISPLAY_ONLY)):
         flat.pop(key, None)
+    # mitigation=none is the training every run had before mitigations, and leaves the settings
+    # hash as it was: its runs group with the older runs of the same settings.
+    if (config.get("mitigation") or {}).get("name", NO_MITIGATION) == NO_MITIGATION:
+        flat = without_mitigation(flat)
     return flat
+
+
+def without_mitigation(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat settings without the mitigation's, wherever a node named ``mitigation`` sits: what
+    a method's runs share with the runs of ``none`` they are compared with."""
+    return {k: v for k, v in settings.items() if "mitigation" not in k.split(".")}
 
 
 def group_key(run: Run) -> str:
@@ -363,11 +389,18 @@ class Group:
         return self.first.shift
 
     @property
-    def scenario(self) -> tuple[str, str, str, str]:
-        """What a reader takes for "the same row": dataset, direction and ablation. Groups of one
-        scenario (another network, epochs, manifest …) are shown apart, never averaged."""
+    def mitigation(self) -> dict[str, Any]:
+        return self.first.mitigation
+
+    @property
+    def scenario(self) -> tuple[str, str, str, str, str]:
+        """What a reader takes for "the same row": dataset, direction, ablation and mitigation.
+        Groups of one scenario (another network, epochs, manifest …) are shown apart, never
+        averaged."""
         label = str(self.shift.get("label", self.shift.get("name", "none")))
-        return (self.dataset, self.source, self.target, label)
+        method = self.mitigation
+        mitigation = NO_MITIGATION if method["name"] == NO_MITIGATION else method["label"]
+        return (self.dataset, self.source, self.target, label, mitigation)
 
     @property
     def seeds(self) -> list[int]:

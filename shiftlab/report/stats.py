@@ -81,6 +81,16 @@ def bootstrap_delta(
     """Percentile interval of the seed-averaged ΔAUC (target − source) over patient resamples."""
     if n_boot < 1 or not seeds:
         return Bootstrap(np.nan, np.nan, 0, 0)
+    return percentile_interval(delta_replicates(seeds, n_boot, rng).mean(axis=0), level)
+
+
+def delta_replicates(
+    seeds: Sequence[SeedTests], n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Each seed's ΔAUC (target − source) on each of ``n_boot`` patient resamples, one row per
+    seed (NaN where a resampled domain lost a class). Every seed is scored on the same draws, so
+    runs that share a test set (one group, or a method and its baseline) can be compared
+    replicate by replicate."""
     ranked = [
         (
             RankedScores(s.source.scores, s.source.labels),
@@ -92,29 +102,35 @@ def bootstrap_delta(
     n_target, target_rows = _patient_index(seeds, "target")
     cells = sum(len(r) for r in source_rows) + sum(len(r) for r in target_rows)
     chunk = max(1, min(n_boot, CHUNK_CELLS // max(cells, 1)))
-    means: list[np.ndarray] = []
+    parts: list[np.ndarray] = []
     done = 0
     while done < n_boot:
         size = min(chunk, n_boot - done)
         source_draw = rng.multinomial(n_source, np.full(n_source, 1.0 / n_source), size=size)
         target_draw = rng.multinomial(n_target, np.full(n_target, 1.0 / n_target), size=size)
-        deltas = np.stack(
-            [
-                target.auroc(target_draw[:, t_rows]) - source.auroc(source_draw[:, s_rows])
-                for (source, target), s_rows, t_rows in zip(
-                    ranked, source_rows, target_rows, strict=True
-                )
-            ]
+        parts.append(
+            np.stack(
+                [
+                    target.auroc(target_draw[:, t_rows]) - source.auroc(source_draw[:, s_rows])
+                    for (source, target), s_rows, t_rows in zip(
+                        ranked, source_rows, target_rows, strict=True
+                    )
+                ]
+            )
         )
-        means.append(deltas.mean(axis=0))  # NaN when any seed's AUROC was undefined
         done += size
-    replicates = np.concatenate(means)
+    return np.concatenate(parts, axis=1)
+
+
+def percentile_interval(replicates: np.ndarray, level: float = CI_LEVEL) -> Bootstrap:
+    """The percentile interval of a statistic's bootstrap replicates; NaN replicates (the
+    statistic undefined on that resample) are dropped and counted."""
     valid = replicates[~np.isnan(replicates)]
     if valid.size == 0:
-        return Bootstrap(np.nan, np.nan, 0, n_boot)
+        return Bootstrap(np.nan, np.nan, 0, int(replicates.size))
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(valid, [tail, 100.0 - tail])
-    return Bootstrap(float(low), float(high), int(valid.size), int(n_boot - valid.size))
+    return Bootstrap(float(low), float(high), int(valid.size), int(replicates.size - valid.size))
 
 
 @dataclass(frozen=True)

@@ -440,7 +440,9 @@ def shift_table(
     )
 
 
-def runs_table(rows: Sequence[dict]) -> pd.DataFrame:
+def runs_table(rows: Sequence[dict], mitigation: bool = False) -> pd.DataFrame:
+    """runs.csv: every run directory, its status and what it ran (its mitigation where the
+    report has runs of one)."""
     columns = [
         "run_dir",
         "status",
@@ -449,6 +451,7 @@ def runs_table(rows: Sequence[dict]) -> pd.DataFrame:
         "source",
         "target",
         "shift",
+        *(["mitigation"] if mitigation else []),
         "seed",
         "group",
     ]

@@ -1,4 +1,5 @@
-"""W&B views that mirror the report: ΔAUC per scenario, the injection and the noise curves.
+"""W&B views that mirror the report: ΔAUC per scenario, the injection and the noise curves, and
+the mitigations.
 
     python -m shiftlab.report.wandb_panels                         # print the views it builds
     python -m shiftlab.report.wandb_panels --json views.json       # and write their W&B spec
@@ -14,9 +15,13 @@ Runs logged with ``logger=wandb`` carry what the views need: their group is the 
   modality (mean ± SD over seeds), in-domain and cross-domain AUROC.
 - "shiftlab report: target injection": AUROC and ΔAUC against ``shift.fraction``.
 - "shiftlab report: noise": AUROC and ΔAUC against ``shift.alpha``.
+- "shiftlab report: mitigations": runs without an ablation grouped by scenario and
+  ``mitigation.name`` (conf/mitigation/; runs from before mitigations have none and are the
+  group without a name); ΔAUC per scenario and method, and per method over all scenarios.
 
-W&B shows the spread over seeds only; the patient-bootstrap intervals and the tests across seeds
-are the report's (``python -m shiftlab.report``), and the run records stay the reference.
+W&B shows the spread over seeds only; the patient-bootstrap intervals, the tests across seeds,
+and the mitigations' pairing by seed with none and the share of the drop recovered are the
+report's (``python -m shiftlab.report``), and the run records stay the reference.
 Building the views needs no network; ``--save`` sends them to W&B and needs WANDB_MODE=online
 and a logged-in API key.
 """
@@ -80,8 +85,17 @@ def _curves(setting: str, label: str) -> list[Any]:
     ]
 
 
-def _view(ws: Any, entity: str, project: str, name: str, shift: str, sections: list[Any]) -> Any:
-    """One saved view: the runs of one kind of shift (``shift.name``), grouped by scenario."""
+def _view(
+    ws: Any,
+    entity: str,
+    project: str,
+    name: str,
+    shift: str,
+    sections: list[Any],
+    also_by: Sequence[Any] = (),
+) -> Any:
+    """One saved view: the runs of one kind of shift (``shift.name``), grouped by scenario (and
+    by the settings of ``also_by``)."""
     return ws.Workspace(
         entity=entity,
         project=project,
@@ -89,7 +103,7 @@ def _view(ws: Any, entity: str, project: str, name: str, shift: str, sections: l
         sections=sections,
         runset_settings=ws.RunsetSettings(
             filters=[ws.Config("shift.name") == shift],
-            groupby=[ws.Metric("Group")],  # the W&B group of a run is its scenario
+            groupby=[ws.Metric("Group"), *also_by],  # the W&B group of a run is its scenario
         ),
     )
 
@@ -141,8 +155,50 @@ def _modalities_section(wr: Any, ws: Any) -> Any:
     )
 
 
+MITIGATION_NOTE = (
+    "Runs grouped by scenario and mitigation.name: bars are means over seeds, whiskers the SD "
+    "over seeds. Whether a method beats none, paired by seed, and the share of the drop it "
+    "recovers with its interval are in the report's mitigation tables "
+    "(python -m shiftlab.report). adabn is transductive: it read the target's test images "
+    "(not their labels) before testing."
+)
+
+
+def _mitigations_section(wr: Any, ws: Any) -> Any:
+    """ΔAUC per scenario and method, and per method (the report's mitigation tables)."""
+    method = wr.Config("mitigation.name")
+    return ws.Section(
+        name="Mitigations",
+        is_open=True,
+        panels=[
+            wr.BarPlot(
+                title="ΔAUC per scenario and mitigation (target − source; mean ± SD over seeds)",
+                metrics=[wr.SummaryMetric(DELTA)],
+                orientation="h",
+                groupby_aggfunc="mean",
+                groupby_rangefunc="stddev",
+            ),
+            wr.BarPlot(
+                title="ΔAUC per mitigation over all scenarios (mean ± SD over runs)",
+                metrics=[wr.SummaryMetric(DELTA)],
+                groupby=method,
+                groupby_aggfunc="mean",
+                groupby_rangefunc="stddev",
+            ),
+            wr.BarPlot(
+                title="Cross-domain (target) AUROC per mitigation (mean ± SD over runs)",
+                metrics=[wr.SummaryMetric(CROSS_DOMAIN)],
+                groupby=method,
+                groupby_aggfunc="mean",
+                groupby_rangefunc="stddev",
+            ),
+            wr.MarkdownPanel(markdown=MITIGATION_NOTE),
+        ],
+    )
+
+
 def views(entity: str, project: str) -> list[Any]:
-    """The three workspace views (wandb_workspaces.workspaces.Workspace), built offline."""
+    """The four workspace views (wandb_workspaces.workspaces.Workspace), built offline."""
     wr = require("wandb_workspaces.reports.v2", extra="wandb", needed_by=NEEDED_BY)
     ws = require("wandb_workspaces.workspaces", extra="wandb", needed_by=NEEDED_BY)
 
@@ -155,6 +211,15 @@ def views(entity: str, project: str) -> list[Any]:
         _view(ws, entity, project, "shiftlab report: ΔAUC per scenario", "none", per_scenario),
         _view(ws, entity, project, "shiftlab report: target injection", "injection", [injection]),
         _view(ws, entity, project, "shiftlab report: noise", "noise", [noise]),
+        _view(
+            ws,
+            entity,
+            project,
+            "shiftlab report: mitigations",
+            "none",
+            [_mitigations_section(wr, ws)],
+            also_by=[ws.Config("mitigation.name")],
+        ),
     ]
 
 
@@ -164,9 +229,9 @@ def spec(workspace: Any) -> dict[str, Any]:
 
 
 def describe(workspace: Any) -> str:
-    lines = [
-        f"{workspace.name}  (runs where {workspace.runset_settings.filters}, grouped by scenario)"
-    ]
+    settings = workspace.runset_settings
+    grouped = " and ".join(["scenario", *(key.name for key in settings.groupby[1:])])
+    lines = [f"{workspace.name}  (runs where {settings.filters}, grouped by {grouped})"]
     for section in workspace.sections:
         lines.append(f"  {section.name}")
         lines += [

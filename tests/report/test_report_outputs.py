@@ -85,11 +85,24 @@ def test_wandb_views_mirror_the_report_offline(
         "shiftlab report: ΔAUC per scenario",
         "shiftlab report: target injection",
         "shiftlab report: noise",
+        "shiftlab report: mitigations",
     ]
     specs = [json.dumps(wandb_panels.spec(v)) for v in views]
     filters = [json.loads(s)["spec"]["section"]["runSets"][0] for s in specs]
-    assert [f["filters"]["filters"][0]["value"] for f in filters] == ["none", "injection", "noise"]
-    assert all(f["grouping"] == [{"section": "run", "name": "group"}] for f in filters)
+    assert [f["filters"]["filters"][0]["value"] for f in filters] == [
+        "none",
+        "injection",
+        "noise",
+        "none",
+    ]
+    scenario = {"section": "run", "name": "group"}
+    assert all(f["grouping"] == [scenario] for f in filters[:3])
+    # The mitigations: each scenario's runs split by method, none among them.
+    assert filters[3]["grouping"] == [
+        scenario,
+        {"section": "config", "name": "mitigation.value.name"},
+    ]
+    assert '"groupBy": "mitigation.value.name"' in specs[3]
     assert "summary_metrics.test/delta_auroc" in specs[0]
     assert "summary:test/cross_domain_auroc" in specs[0]
     assert '"xAxis": "config:shift.value.fraction"' in specs[1]
@@ -97,7 +110,7 @@ def test_wandb_views_mirror_the_report_offline(
     assert wandb_panels.default_project() == "shiftlab"
 
     wandb_panels.main(["--json", str(tmp_path / "views.json")])
-    assert len(json.loads((tmp_path / "views.json").read_text())) == 3
+    assert len(json.loads((tmp_path / "views.json").read_text())) == 4
     assert "Cross-domain (target) AUROC against injected fraction" in capsys.readouterr().out
     with pytest.raises(SystemExit) as stopped:  # WANDB_MODE is offline in tests: nothing sent
         wandb_panels.main(["--entity", "team", "--save"])
@@ -166,6 +179,7 @@ def test_report_of_real_runs_with_the_shift_measured(
         predictions = pd.read_csv(
             runs / f"synthetic_mri/ge-siemens/smallcnn-seed{seed}" / "predictions.csv"
         )
+        predictions = predictions[predictions["split"] == "test"]  # not the source validation
         auc = {d: roc_auc_score(t["label"], t["logit"]) for d, t in predictions.groupby("domain")}
         deltas.append(auc["siemens"] - auc["ge"])
     assert row.delta_auroc_mean == pytest.approx(np.mean(deltas), abs=1e-9)
