@@ -153,11 +153,28 @@ def without_unnamed(value: Any) -> Any:
     return value
 
 
+# The settings of the metrics beyond AUROC (``evaluation``, conf/train.yaml) as shipped. They came
+# after run directories were named by the hash, and they only add numbers to a record (the model,
+# its training and its AUROCs are those of the same run without them), so a run with them keeps
+# the hash and folder it had: a relaunch finds the runs made before. Any other evaluation
+# settings give other numbers in metrics.json, so they are hashed: a record never holds numbers of
+# settings other than its own (conf/train.yaml's node must equal this; tests/models/
+# test_deployment_metrics.py).
+EVALUATION_AS_SHIPPED = {"threshold": {"rule": "youden", "target_sensitivity": 0.9}, "ece_bins": 15}
+
+
+def without_shipped_evaluation(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without ``evaluation`` where it is ``EVALUATION_AS_SHIPPED``."""
+    if values.get("evaluation") != EVALUATION_AS_SHIPPED:
+        return values
+    return {key: value for key, value in values.items() if key != "evaluation"}
+
+
 def hashed_settings(values: dict[str, Any]) -> dict[str, Any]:
     """The settings as the hash reads them: every ``_target_`` by its stable name (none for the
-    classes of ``TARGETS_LEFT_OUT``), and an Adam run with a scheduler that 0.1.0 had in the
-    shape ``optim`` had then."""
-    values = without_unnamed(stable_targets(values))
+    classes of ``TARGETS_LEFT_OUT``), the shipped evaluation settings left out, and an Adam run
+    with a scheduler that 0.1.0 had in the shape ``optim`` had then."""
+    values = without_shipped_evaluation(without_unnamed(stable_targets(values)))
     optim, scheduler = values.get("optim"), values.get("scheduler")
     if not (isinstance(optim, dict) and isinstance(scheduler, dict)):
         return values

@@ -20,6 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from shiftlab.deployment_metrics import check_evaluation
 from shiftlab.errors import ShiftlabError, exit_on_user_error
 from shiftlab.models.classifier import LIGHTNING_SCHEDULE_KEYS
 
@@ -167,6 +168,14 @@ def check_train_config(cfg: DictConfig) -> None:
             problems.append(f"{key}={_shown(value)}: expected a bool ({key}=true or false)")
     _check_optimizer(_plain(cfg.get("optim")), problems)
     _check_scheduler(_plain(cfg.get("scheduler")), problems)
+    evaluation = _plain(cfg.get("evaluation"))
+    if isinstance(evaluation, Mapping):
+        problems += check_evaluation(evaluation)
+    else:
+        problems.append(
+            f"evaluation={_shown(evaluation)}: expected the threshold rule and ECE bins "
+            "(evaluation: {threshold: {rule: youden, target_sensitivity: 0.9}, ece_bins: 15})"
+        )
     loggers = cfg.get("logger")
     if not (isinstance(loggers, Mapping) and "csv" in loggers):
         problems.append(

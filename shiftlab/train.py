@@ -44,6 +44,7 @@ from omegaconf import DictConfig, OmegaConf
 from shiftlab.config import CONF_DIR, register_resolvers
 from shiftlab.data.datamodule import ShiftDataModule
 from shiftlab.data.prepare import ensure_manifest
+from shiftlab.deployment_metrics import record_metrics
 from shiftlab.domains import explained
 from shiftlab.errors import ShiftlabError, exit_on_user_error, instantiate
 from shiftlab.identity import settings, settings_hash
@@ -71,25 +72,43 @@ def quiet_library_noise() -> None:
     )
 
 
-def _predictions(model: ShiftClassifier, datamodule: ShiftDataModule) -> pd.DataFrame:
-    parts = {
-        key: torch.cat([batch[key] for batch in model.test_predictions])
-        for key in ("row", "domain_index", "logit")
-    }
+def _joined(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {key: torch.cat([batch[key] for batch in batches]) for key in batches[0]}
+
+
+def _prediction_rows(
+    datamodule: ShiftDataModule, parts: dict[str, torch.Tensor], domains: list[str], split: str
+) -> pd.DataFrame:
     rows = datamodule.manifest.iloc[parts["row"].numpy()]
     return pd.DataFrame(
         {
             "sample_id": rows["sample_id"].to_numpy(),
             "patient_id": rows["patient_id"].to_numpy(),
             "vendor": rows["vendor"].to_numpy(),
-            "domain": [model.domains["test"][i] for i in parts["domain_index"].tolist()],
-            "split": "test",
+            "domain": domains,
+            "split": split,
             "label": rows["label"].to_numpy(),
             # float64 holds each float32 logit exactly, so the CSV gives back the very values
             # the AUROC ranked; the probability is computed in float64 too (no float32 ties).
             "logit": parts["logit"].double().numpy(),
             "probability": torch.sigmoid(parts["logit"].double()).numpy(),
         }
+    )
+
+
+def predictions_table(model: ShiftClassifier, datamodule: ShiftDataModule) -> pd.DataFrame:
+    """``predictions.csv``: every test sample of every test domain, then the source validation
+    samples (split val) that the decision threshold is chosen on, so that every number of the
+    record can be recomputed from this table alone."""
+    test, val = _joined(model.test_predictions), _joined(model.source_val_predictions)
+    test_domains = [model.domains["test"][i] for i in test["domain_index"].tolist()]
+    source = [model.domains["val"][0]] * len(val["row"])  # validation dataloader 0: the source
+    return pd.concat(
+        [
+            _prediction_rows(datamodule, test, test_domains, "test"),
+            _prediction_rows(datamodule, val, source, "val"),
+        ],
+        ignore_index=True,
     )
 
 
@@ -103,10 +122,12 @@ def run_result(
     datamodule: ShiftDataModule,
     checkpoint: ModelCheckpoint,
     evaluated: list[dict[str, float]],
+    predictions: pd.DataFrame,
     clock: RunClock,
     config_hash: str,
 ) -> dict[str, Any]:
-    """The content of metrics.json: per-domain AUROC, ΔAUC, and what they depend on."""
+    """The content of metrics.json: per-domain AUROC, ΔAUC, the metrics beyond AUROC (computed
+    from ``predictions``, the table written to predictions.csv), and what they depend on."""
     source, target = datamodule.domains.source, datamodule.domains.target
     metrics = {
         key: float(value)
@@ -115,8 +136,19 @@ def run_result(
         if key.endswith("/auroc")
     }
     metrics["test/delta_auroc"] = metrics[f"test/{target}/auroc"] - metrics[f"test/{source}/auroc"]
+    evaluation = cfg.evaluation
+    threshold, deployment = record_metrics(
+        predictions,
+        source,
+        evaluation.threshold.rule,
+        evaluation.threshold.target_sensitivity,
+        evaluation.ece_bins,
+    )
     return {
-        "metrics": metrics,
+        "metrics": metrics | deployment,
+        # Sensitivity and specificity are those at this threshold; ECE has ece_bins bins.
+        "threshold": threshold.record(),
+        "ece_bins": int(evaluation.ece_bins),
         "scenario": f"{cfg.dataset.name}/{source}->{target}",
         "dataset": cfg.dataset.name,
         "modality": cfg.dataset.modality,
@@ -345,13 +377,13 @@ def evaluation_trainer(
 def write_result(
     record: RunRecord,
     result: dict[str, Any],
-    model: ShiftClassifier,
+    predictions: pd.DataFrame,
     datamodule: ShiftDataModule,
     loggers: list[Logger],
 ) -> None:
     """The run's result into its record (``done`` last) and the W&B summary."""
     check_finite_metrics(result["metrics"])  # a nan AUROC is a failure, not a result
-    record.write_predictions(_predictions(model, datamodule))
+    record.write_predictions(predictions)
     for name, table in datamodule.shift_tables().items():
         record.write_table(name, table)
     record.write_metrics(result)
@@ -399,10 +431,12 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
         validated = evaluator.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
         tested = evaluator.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
         clock.ends("test")
-        result = run_result(cfg, datamodule, checkpoint, [*validated, *tested], clock, config_hash)
+        predictions = predictions_table(model, datamodule)
+        evaluated = [*validated, *tested]
+        result = run_result(cfg, datamodule, checkpoint, evaluated, predictions, clock, config_hash)
         result |= {"resumed_from_epoch": resume and resume[1], **made_by}
         result["code_version"] = trained_by(record.attempts()) or made_by["code_version"]
-        write_result(record, result, model, datamodule, loggers)
+        write_result(record, result, predictions, datamodule, loggers)
     return result
 
 

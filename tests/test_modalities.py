@@ -58,6 +58,7 @@ def test_each_modality_trains_with_its_network_and_writes_a_record(
     for domain in (source, target):
         assert 0 <= metrics[f"test/{domain}/auroc"] <= 1
     predictions = pd.read_csv(tmp_path / "first" / "predictions.csv")
+    predictions = predictions[predictions["split"] == "test"]
     assert set(predictions["domain"]) == {source, target}
     assert len(predictions) == sum(result["samples"][d]["test"] for d in (source, target))
     shapes = [np.load(p, mmap_mode="r").shape[1:] for p in (data_dir / "cache").glob("*.npy")]

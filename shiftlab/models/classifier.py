@@ -2,8 +2,9 @@
 
 Binary classification with BCE on one logit; AUROC per domain for validation and test (the rank
 statistic of the logits, ``shiftlab.auroc``), logged as ``val/<domain>/auroc`` and
-``test/<domain>/auroc``. Test predictions are kept per sample so the
-run record can store them and the report can recompute any metric without retraining.
+``test/<domain>/auroc``. Test predictions, and the source validation predictions of the last
+validation (the threshold of the metrics beyond AUROC is chosen on them), are kept per sample so
+the run record can store them and the report can recompute any metric without retraining.
 
 The optimiser and its schedule are configs that Hydra builds (``optim``, the ``scheduler`` group:
 ``conf/train.yaml``, ``conf/scheduler/``), kept as plain mappings in the module's hyperparameters
@@ -66,6 +67,7 @@ class ShiftClassifier(L.LightningModule):
             }
         )
         self.test_predictions: list[dict[str, torch.Tensor]] = []
+        self.source_val_predictions: list[dict[str, torch.Tensor]] = []
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -91,10 +93,16 @@ class ShiftClassifier(L.LightningModule):
         )
         return logits
 
+    def on_validation_epoch_start(self) -> None:
+        self.source_val_predictions = []
+
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         logits = self._evaluate("val", batch, dataloader_idx)
         if dataloader_idx == 0:  # the source domain
             self.log("val/loss", self.loss(logits, batch["label"]), add_dataloader_idx=False)
+            self.source_val_predictions.append(
+                {"row": batch["row"].cpu(), "logit": logits.detach().float().cpu()}
+            )
 
     def on_test_epoch_start(self) -> None:
         self.test_predictions = []

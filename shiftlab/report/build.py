@@ -19,6 +19,7 @@ from shiftlab.errors import ShiftlabError
 from shiftlab.files import write_text_atomic
 from shiftlab.report import characterise
 from shiftlab.report.calibration import calibration_table
+from shiftlab.report.deployment import deployment_table
 from shiftlab.report.external import external_table
 from shiftlab.report.mitigation import mitigated, mitigation_tables
 from shiftlab.report.records import (
@@ -302,6 +303,11 @@ def _tables(
     calibration = calibration_table([g for g in groups if g.key not in methods], notes)
     if calibration is not None:  # runs on the synthetic sets (experiment=calibration)
         tables["calibration"] = calibration
+    deployment = deployment_table(
+        groups, options.n_boot, options.bootstrap_seed, conflicting, notes
+    )
+    if deployment is not None:  # records with the metrics beyond AUROC (evaluation in config)
+        tables["deployment"] = deployment
     return tables
 
 

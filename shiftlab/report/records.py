@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,15 @@ import pandas as pd
 import yaml
 
 from shiftlab.auroc import auroc
+from shiftlab.deployment_metrics import record_metrics
 from shiftlab.errors import ShiftlabError
-from shiftlab.identity import DISPLAY_ONLY, NOT_SETTINGS, stable_targets, without_unnamed
+from shiftlab.identity import (
+    DISPLAY_ONLY,
+    NOT_SETTINGS,
+    stable_targets,
+    without_shipped_evaluation,
+    without_unnamed,
+)
 from shiftlab.report.stats import DomainTest, SeedTests
 
 RUN_MARKERS = ("done", "metrics.json", "attempts.json", "config.yaml")
@@ -189,7 +196,7 @@ def comparable_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     paths = {str(k): str(v) for k, v in (config.get("paths") or {}).items()}
     paths = dict(sorted(paths.items(), key=lambda item: -len(item[1])))  # longest first
     kept = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
-    kept = without_unnamed(stable_targets(kept))
+    kept = without_shipped_evaluation(without_unnamed(stable_targets(kept)))
     flat = flatten(_mask_paths(kept, paths))
     for key in (*SEED_KEYS, *(f"trainer.{k}" for k in DISPLAY_ONLY)):
         flat.pop(key, None)
@@ -267,6 +274,9 @@ def _domain_test(predictions: pd.DataFrame, domain: str, score: str) -> DomainTe
         scores=rows[score].to_numpy(dtype=np.float64),
         labels=labels.astype(np.int64),
         patients=rows["patient_id"].to_numpy(dtype=str),
+        probabilities=(
+            rows["probability"].to_numpy(dtype=np.float64) if "probability" in rows else None
+        ),
     )
 
 
@@ -287,7 +297,8 @@ def _read_predictions(path: Path, metrics: dict[str, Any]) -> SeedTests:
         missing.append("logit (or probability)")
     if missing:
         raise _Unusable(f"predictions.csv lacks column(s) {', '.join(missing)}")
-    if "split" in predictions:
+    every_row = predictions
+    if "split" in predictions:  # the test set (a record may add source validation rows)
         predictions = predictions[predictions["split"] == "test"]
     if predictions[score].isna().any() or predictions["label"].isna().any():
         raise _Unusable("predictions.csv has empty scores or labels")
@@ -297,7 +308,44 @@ def _read_predictions(path: Path, metrics: dict[str, Any]) -> SeedTests:
         target=_domain_test(predictions, metrics["target"], score),
     )
     _check_agreement(predictions, metrics, score)
-    return tests
+    if "threshold" not in metrics:  # a record from before the metrics beyond AUROC
+        return tests
+    threshold, bins = _check_deployment(every_row, metrics)
+    return replace(tests, threshold=threshold, ece_bins=bins)
+
+
+def _check_deployment(predictions: pd.DataFrame, metrics: dict[str, Any]) -> tuple[float, int]:
+    """The threshold and ECE bins of a record with the metrics beyond AUROC, once its predictions
+    give its numbers: the threshold chosen again on the source validation rows, and every test
+    domain's sensitivity, specificity, ECE and Brier score recomputed
+    (``shiftlab.deployment_metrics``). The threshold returned is the recomputed one, so that it
+    meets the test logits as this reading of the file gives them."""
+    chosen = metrics["threshold"]
+    try:
+        rule, recorded, bins = str(chosen["rule"]), float(chosen["value"]), int(metrics["ece_bins"])
+        target = chosen.get("target_sensitivity")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise _Unusable("metrics.json's threshold or ece_bins is incomplete") from None
+    missing = [c for c in ("split", "logit", "probability") if c not in predictions]
+    if missing:
+        raise _Unusable(f"predictions.csv lacks column(s) {', '.join(missing)}")
+    source = metrics["source"]
+    val = predictions[(predictions["split"] == "val") & (predictions["domain"] == source)]
+    if set(val["label"]) != {0, 1}:
+        raise _Unusable(
+            f"predictions.csv lacks source validation rows of both classes (split val, domain "
+            f"{source}), on which metrics.json's threshold was chosen"
+        )
+    try:
+        threshold, recomputed = record_metrics(predictions, source, rule, target, bins)
+    except ValueError as error:
+        raise _Unusable(f"metrics.json's threshold: {error}") from None
+    checks = {"threshold": (threshold.value, recorded)}
+    checks |= {key: (value, metrics["metrics"].get(key)) for key, value in recomputed.items()}
+    for name, (value, stated) in checks.items():
+        if stated is None or not abs(value - float(stated)) <= AGREEMENT:
+            raise _Unusable(f"predictions.csv gives {name} {value:.4f}, metrics.json says {stated}")
+    return threshold.value, bins
 
 
 def _check_agreement(predictions: pd.DataFrame, metrics: dict[str, Any], score: str) -> None:

@@ -18,7 +18,7 @@ one-sample t-test and a Wilcoxon signed-rank test of the per-seed ΔAUC against 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +39,7 @@ class DomainTest:
     scores: np.ndarray
     labels: np.ndarray
     patients: np.ndarray  # patient ids (str), one per row
+    probabilities: np.ndarray | None = None  # of the positive class, where the record has them
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class SeedTests:
     seed: int
     source: DomainTest
     target: DomainTest
+    # Records with the metrics beyond AUROC: the logit threshold chosen on source validation,
+    # and the number of ECE bins (shiftlab.deployment_metrics).
+    threshold: float | None = None
+    ece_bins: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,25 @@ def _patient_index(seeds: Sequence[SeedTests], role: str) -> tuple[int, list[np.
     tests = [getattr(s, role) for s in seeds]
     patients = np.unique(np.concatenate([t.patients for t in tests]))
     return len(patients), [np.searchsorted(patients, t.patients) for t in tests]
+
+
+def patient_draws(
+    seeds: Sequence[SeedTests], n_boot: int, rng: np.random.Generator
+) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
+    """The patient resamples of the bootstrap, in chunks of replicates, as row weights: for each
+    seed, the weight of each source test row and of each target test row (replicates × rows),
+    that is how often its patient was drawn. One draw per domain is shared by every seed."""
+    n_source, source_rows = _patient_index(seeds, "source")
+    n_target, target_rows = _patient_index(seeds, "target")
+    cells = sum(len(r) for r in source_rows) + sum(len(r) for r in target_rows)
+    chunk = max(1, min(n_boot, CHUNK_CELLS // max(cells, 1)))
+    done = 0
+    while done < n_boot:
+        size = min(chunk, n_boot - done)
+        source_draw = rng.multinomial(n_source, np.full(n_source, 1.0 / n_source), size=size)
+        target_draw = rng.multinomial(n_target, np.full(n_target, 1.0 / n_target), size=size)
+        yield [source_draw[:, r] for r in source_rows], [target_draw[:, r] for r in target_rows]
+        done += size
 
 
 def bootstrap_delta(

@@ -89,6 +89,7 @@ def test_run_record_auroc_matches_its_own_predictions(default_run: TrainedRun) -
     """What the report will recompute from predictions.csv is what the run reported."""
     metrics = default_run.metrics()["metrics"]
     predictions = default_run.predictions()
+    predictions = predictions[predictions["split"] == "test"]  # after them: source validation
     source, target = default_run.cfg.source, default_run.cfg.target
     domains = sorted(set(predictions["domain"]))
     assert domains == sorted([source, target])
@@ -107,10 +108,14 @@ def test_run_record_auroc_matches_its_own_predictions(default_run: TrainedRun) -
 def test_predictions_hold_every_test_sample_once_with_its_manifest_label(
     default_run: TrainedRun,
 ) -> None:
-    predictions = default_run.predictions()
+    every_row = default_run.predictions()
+    assert every_row["sample_id"].is_unique
+    # The test rows, then the source validation rows that the decision threshold is chosen on
+    # (tests/models/test_deployment_metrics.py).
+    assert set(every_row["split"]) == {"test", "val"}
+    predictions = every_row[every_row["split"] == "test"]
     manifest = default_run.data.manifest()
     test_rows = manifest[manifest["split"] == "test"].set_index("sample_id")
-    assert predictions["sample_id"].is_unique
     assert set(predictions["sample_id"]) == set(test_rows.index)
     joined = predictions.join(test_rows, on="sample_id", rsuffix="_manifest")
     assert (joined["label"] == joined["label_manifest"]).all()
