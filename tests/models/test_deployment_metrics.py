@@ -94,6 +94,23 @@ def test_threshold_sensitivity_and_specificity_match_sklearn(rule: str, target: 
         )
 
 
+def test_youden_ties_go_to_the_highest_threshold() -> None:
+    """J is 0.5 at logits 0.4 and 0.2: the threshold that calls fewer samples positive wins, as
+    the first maximum along scikit-learn's ROC curve."""
+    logits, labels = np.array([0.1, 0.2, 0.3, 0.4]), np.array([0, 1, 0, 1])
+    assert sklearn_threshold(logits, labels, "youden", 0.0) == 0.4
+    assert choose_threshold(logits, labels, "youden").value == 0.4
+
+
+def test_a_target_sensitivity_reached_exactly_is_reached() -> None:
+    """9 of 10 positives at or above 2.0: sensitivity 0.9 is reached there, not only below."""
+    logits = np.array([*range(1, 11), 0.5, 5.5], dtype=float)
+    labels = np.array([1] * 10 + [0, 0])
+    chosen = choose_threshold(logits, labels, "sensitivity", 0.9)
+    assert chosen.value == sklearn_threshold(logits, labels, "sensitivity", 0.9) == 2.0
+    assert (chosen.sensitivity, chosen.specificity) == (0.9, 0.5)
+
+
 def test_ece_and_brier_match_independent_computations() -> None:
     logits, labels = fixed_predictions(3, 200, shift=0.4)
     probabilities = sigmoid(logits)
@@ -105,11 +122,14 @@ def test_ece_and_brier_match_independent_computations() -> None:
     assert domain_metrics(logits, probabilities, labels, 0.0, 1)["ece"] == pytest.approx(
         abs(labels.mean() - probabilities.mean()), abs=1e-12
     )
-    edges = np.array([0.0, 0.1, 0.5, 0.5, 0.55, 1.0])
-    edge_labels = np.array([0, 0, 1, 0, 1, 1])
+    # Probabilities on bin edges (0.2 and 0.5 of 10 bins) go to the bin below: bins closed on
+    # the left would give 0.207 here instead of 0.321.
+    edges = np.array([0.0, 0.2, 0.2, 0.25, 0.5, 0.6, 1.0])
+    edge_labels = np.array([0, 0, 1, 1, 0, 1, 1])
     assert domain_metrics(edges, edges, edge_labels, 0.5, 10)["ece"] == pytest.approx(
         hand_ece(edges, edge_labels, 10), abs=1e-12
     )
+    assert hand_ece(edges, edge_labels, 10) == pytest.approx(0.3214285714, abs=1e-9)
 
 
 def test_weights_are_rows_repeated() -> None:
