@@ -99,6 +99,23 @@ def load_trained_run(run_dir: str | Path) -> TrainedRun:
     return TrainedRun(run_dir, config, metrics, checkpoint)
 
 
+def check_mitigation(run: TrainedRun) -> None:
+    """Refuse a run whose mitigation acts at test time (``shiftlab.data.mitigation``): a
+    histogram standardisation learnt on its source, or AdaBN's statistics re-estimated per test
+    domain. Tested without it, the network would give numbers that the run's method never
+    gives."""
+    mitigation = run.metrics.get("mitigation") or {}
+    name = mitigation.get("name")
+    if name == "adabn" or (name == "histogram" and mitigation.get("standardised")):
+        raise ShiftlabError(
+            f"run {run.dir.name} was trained with mitigation={name}, which changes the test "
+            "itself (histogram: every image mapped to the landmarks learnt on the run's source; "
+            "adabn: BatchNorm statistics re-estimated on each test domain). External validation "
+            "tests the network as it is, so it does not evaluate such a run: evaluate a run of "
+            "mitigation none, augment or mixstyle, whose networks are tested as they are."
+        )
+
+
 def sample_shape(preprocess: Mapping) -> tuple[int, ...]:
     """The shape of one preprocessed sample: the network's input, less the batch."""
     return tuple(cache.build_preprocessor(preprocess).shape)
@@ -372,6 +389,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], Path, bool]:
     if cfg.split not in SPLIT_CHOICES:
         raise ShiftlabError(f"split must be one of {', '.join(SPLIT_CHOICES)}; got {cfg.split!r}")
     run = load_trained_run(cfg.run)
+    check_mitigation(run)
     shape = check_fits(run, cfg.dataset)  # before any data is generated or decoded
     config_hash = evaluation_hash(run, cfg)
     folder = evaluation_dir(run, cfg)

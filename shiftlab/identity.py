@@ -14,7 +14,8 @@ and rebuilds no cache (``stable_targets``; the cache key reads the preprocessing
 same way). It reads the optimiser settings of shiftlab 0.1.0's shape where they mean the same
 (``hashed_settings``), so run directories made before ``optim`` named its class keep theirs, and
 leaves out the ``_target_`` of the ablations, known by their name before they were classes
-(``TARGETS_LEFT_OUT``).
+(``TARGETS_LEFT_OUT``), and leaves out a mitigation that is ``none`` (``without_no_mitigation``),
+so the run directories made before mitigations existed keep theirs.
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ STABLE_NAMES: dict[str, str] = {
     path: path
     for path in (
         "shiftlab.data.datamodule.ShiftDataModule",
+        "shiftlab.data.mitigation.AdaBN",
+        "shiftlab.data.mitigation.AppearanceAugmentation",
+        "shiftlab.data.mitigation.HistogramStandardisation",
+        "shiftlab.data.mitigation.MixStyleTraining",
+        "shiftlab.data.mitigation.NoMitigation",
         "shiftlab.data.preprocess.CTPatchPreprocessor",
         "shiftlab.data.preprocess.CTVolumePreprocessor",
         "shiftlab.data.preprocess.MRIPreprocessor",
@@ -170,11 +176,25 @@ def without_shipped_evaluation(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if key != "evaluation"}
 
 
+def without_no_mitigation(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without the mitigation (``mitigation`` and ``data.mitigation``) where it is
+    ``none``: mitigations came after run directories were named by the hash, and a run without
+    one is the run as it was, so it keeps the hash and folder it had (tests/test_config_location.py
+    pins them)."""
+    if (values.get("mitigation") or {}).get("name") != "none":
+        return values
+    kept = {key: value for key, value in values.items() if key != "mitigation"}
+    if isinstance(kept.get("data"), dict):
+        kept["data"] = {key: value for key, value in kept["data"].items() if key != "mitigation"}
+    return kept
+
+
 def hashed_settings(values: dict[str, Any]) -> dict[str, Any]:
     """The settings as the hash reads them: every ``_target_`` by its stable name (none for the
-    classes of ``TARGETS_LEFT_OUT``), the shipped evaluation settings left out, and an Adam run
-    with a scheduler that 0.1.0 had in the shape ``optim`` had then."""
+    classes of ``TARGETS_LEFT_OUT``), the shipped evaluation settings and a ``none`` mitigation
+    left out, and an Adam run with a scheduler that 0.1.0 had in the shape ``optim`` had then."""
     values = without_shipped_evaluation(without_unnamed(stable_targets(values)))
+    values = without_no_mitigation(values)
     optim, scheduler = values.get("optim"), values.get("scheduler")
     if not (isinstance(optim, dict) and isinstance(scheduler, dict)):
         return values

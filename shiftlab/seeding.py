@@ -10,6 +10,8 @@ stream. Each stream is derived from the run's seed and where training is:
 - the order of the training samples: ``EpochShuffle``, from (seed, epoch);
 - random flips (and the noise ablation, ``shiftlab.data.shift``): ``EpochGenerator``, from
   (seed, epoch), drawn in batch order;
+- the appearance augmentation (``mitigation=augment``, ``shiftlab.data.mitigation``): from
+  (seed, epoch, batch) for each training batch;
 - whatever the network draws from torch's global generator (dropout): reseeded from
   (seed, epoch, batch) before every training step by ``StepSeed``.
 
@@ -31,7 +33,7 @@ from torch.utils.data import Sampler
 # Independent streams of one run; the noise ablation's stream is (seed, epoch) with no number,
 # as it was before the others existed, so its runs keep their noise.
 NOISE_STREAM = None
-FLIP_STREAM, ORDER_STREAM, STEP_STREAM = 1, 2, 3
+FLIP_STREAM, ORDER_STREAM, STEP_STREAM, AUGMENT_STREAM = 1, 2, 3, 4
 
 
 def derived_seed(seed: int, *where: int) -> int:

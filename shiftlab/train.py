@@ -168,6 +168,8 @@ def run_result(
         # Samples whose pixels could not be decoded: in no split of this run (pseudonymous ids).
         "samples_excluded": datamodule.excluded.to_dict("records"),
         "shift": datamodule.shift_record(),
+        # The mitigation as applied; transductive: the test images (never labels) adapted it.
+        "mitigation": datamodule.mitigation.record(),
         "timings_s": clock.timings_s(),
         # Start-up of this run: from train() to the first training step (None: no step to take).
         "first_step_s": clock.first_step_s(),
@@ -178,13 +180,20 @@ def run_result(
 
 def wandb_summary(result: dict[str, Any]) -> dict[str, Any]:
     """Run summary in W&B: every metric, plus in-domain / cross-domain AUROC under names that
-    are the same in every scenario (so one W&B table compares the whole grid), and the shift."""
+    are the same in every scenario (so one W&B table compares the whole grid), the shift and
+    which mitigation (its name, label and whether it is transductive)."""
     metrics, shift = result["metrics"], result["shift"]
+    mitigation = result.get("mitigation", {})
     return {
         **metrics,
         "test/in_domain_auroc": metrics[f"test/{result['source']}/auroc"],
         "test/cross_domain_auroc": metrics[f"test/{result['target']}/auroc"],
         **{f"shift/{key}": value for key, value in shift.items()},
+        **{
+            f"mitigation/{key}": mitigation[key]
+            for key in ("name", "label", "transductive")
+            if key in mitigation
+        },
     }
 
 
@@ -286,11 +295,12 @@ def start_record(
 
 
 def build_model(cfg: DictConfig, datamodule: ShiftDataModule) -> ShiftClassifier:
-    """The run's LightningModule, its network initialised from ``cfg.seed``; its optimiser and
-    schedule are ``cfg.optim`` and ``cfg.scheduler``, built when training starts."""
+    """The run's LightningModule, its network initialised from ``cfg.seed`` (and changed by the
+    mitigation: MixStyle layers, or a refusal); its optimiser and schedule are ``cfg.optim`` and
+    ``cfg.scheduler``, built when training starts."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     return ShiftClassifier(
-        net=instantiate(cfg.model.net),
+        net=datamodule.mitigation.network(instantiate(cfg.model.net)),
         val_domains=datamodule.val_domains,
         test_domains=datamodule.test_domains,
         optimizer=OmegaConf.to_container(cfg.optim, resolve=True),
@@ -347,12 +357,14 @@ def evaluation_trainer(
     loggers: list[Logger],
     model: ShiftClassifier,
     best: str,
+    test_callbacks: list[L.Callback],
 ) -> tuple[L.Trainer | None, str | None]:
     """The trainer that evaluates the selected checkpoint ``best``, and the checkpoint to give it.
 
     A distributed run is evaluated by global rank 0 alone, on its device, outside the process
     group (DDP's samplers would split, and pad, the evaluation sets and the predictions table):
-    rank 0 loads the weights into ``model`` and gets a single-device trainer, the others None.
+    rank 0 loads the weights into ``model`` and gets a single-device trainer with
+    ``test_callbacks`` (the mitigation's), the others None.
     """
     if trainer.world_size == 1:
         return trainer, best
@@ -364,7 +376,7 @@ def evaluation_trainer(
         cfg,
         run_dir,
         loggers,
-        [],
+        test_callbacks,
         devices=1,
         num_nodes=1,
         strategy=SingleDeviceStrategy(device),
@@ -417,6 +429,7 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
         for logger in loggers:  # settings with the data locations masked, never patient data
             logger.log_hyperparams(settings(cfg))
         callbacks = [checkpoint, last, clock, FiniteLoss(), StepSeed(cfg.seed)]
+        callbacks += datamodule.mitigation.test_callbacks()  # AdaBN's, at test time
         callbacks += [TrainLossEcho()] if cfg.get("debug") else []
         trainer = build_trainer(cfg, run_dir, loggers, callbacks)
         clock.ends("setup")
@@ -424,7 +437,13 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
         clock.ends("fit")
         # Validation and test both use the selected checkpoint: one model behind all numbers.
         evaluator, best = evaluation_trainer(
-            trainer, cfg, run_dir, loggers, model, checkpoint.best_model_path
+            trainer,
+            cfg,
+            run_dir,
+            loggers,
+            model,
+            checkpoint.best_model_path,
+            datamodule.mitigation.test_callbacks(),
         )
         if evaluator is None:  # another process of a distributed run: rank 0 evaluates
             return {}

@@ -25,6 +25,7 @@ from shiftlab.data.loading import (
     loader_options,
     loader_workers,
 )
+from shiftlab.data.mitigation import Mitigation, mitigation_from
 from shiftlab.data.shift import Ablation, BatchNoise, TrainingSet, ablation
 from shiftlab.domains import Domains, domain_rows, resolve_domains
 from shiftlab.errors import ShiftlabError
@@ -58,6 +59,7 @@ class ShiftDataModule(L.LightningDataModule):
         gpu_workers: Mapping[str, int] | None = None,
         modality: str | None = None,
         shift: Ablation | Mapping | None = None,
+        mitigation: Mitigation | Mapping | None = None,
         split_seed: int = 0,
         seed: int = 0,
         batch_reads: bool = True,
@@ -96,6 +98,12 @@ class ShiftDataModule(L.LightningDataModule):
         self.seed = seed
         self.flips = EpochGenerator(seed, FLIP_STREAM)
         self.noise: BatchNoise | None = None
+        # The mitigation (shiftlab/data/mitigation.py): it learns from the source's training
+        # images once the cache is built (``setup``) and changes batches
+        # (``on_after_batch_transfer``); the training spine asks it for the network and the
+        # test's callbacks.
+        self.mitigation = mitigation_from(mitigation)
+        self._mitigation_learnt = False
 
     @property
     def manifest_sha256(self) -> str:
@@ -164,6 +172,11 @@ class ShiftDataModule(L.LightningDataModule):
         if self.noise is None:
             rows = self._rows(self.training.frame)
             self.noise = self.ablation.training_noise(self.arrays, rows, self.seed)
+        if not self._mitigation_learnt:
+            # The source's own training split: never a target image, injected ones included.
+            source_train = self._rows(self.frame(self.domains.source, "train"))
+            self.mitigation.learn(self.arrays, source_train)
+            self._mitigation_learnt = True
 
     def _leave_out_undecodable(self, excluded: pd.DataFrame, path: Path) -> None:
         """Leave the samples the cache could not decode out of every split, and say so.
@@ -228,12 +241,16 @@ class ShiftDataModule(L.LightningDataModule):
         return [self._loader(self._dataset(d, "test"), train=False) for d in self.test_domains]
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        # Every batch of every split: the mitigation's intensity standardisation (if any).
+        batch["image"] = self.mitigation.standardise(batch["image"])
         # Augment on the device, training batches only: a random left-right flip per sample.
         if self.hflip and self.trainer is not None and self.trainer.training:
             image = batch["image"]
             generator = self.flips(image.device, self.trainer.current_epoch)
             flip = torch.rand(image.shape[0], device=image.device, generator=generator) < 0.5
             batch["image"] = torch.where(flip.view(-1, 1, 1, 1), image.flip(-1), image)
+        if self.trainer is not None and self.trainer.training:
+            batch["image"] = self.mitigation.augment(batch["image"], self.trainer.current_epoch)
         if self.noise is not None and self.trainer is not None and self.trainer.training:
             batch["image"] = self.noise(batch["image"], self.trainer.current_epoch)
         return batch
