@@ -83,7 +83,7 @@ docs: $(STAMP)  ## build the documentation site strictly (a broken link or a mis
 lint: $(STAMP)  ## ruff, and the layers of shiftlab/ (import-linter: pyproject.toml)
 	$(BIN)/ruff check shiftlab tests benchmarks
 	$(BIN)/ruff format --check shiftlab tests benchmarks
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-cache  # a stale cache can hide a new import
 
 clean:  ## remove caches and outputs (keeps .venv and data/)
 	rm -rf .pytest_cache .ruff_cache outputs/* wandb lightning_logs

@@ -166,16 +166,16 @@ def test_an_evaluation_interrupted_before_done_is_redone_to_the_same_bytes_done_
     # As a process killed after writing its files but before done (and one half-way through
     # a file): not finished, so evaluated again.
     (folder / "done").unlink()
-    (folder / ".metrics.json.99999.tmp").write_text("{half")
+    (folder / "metrics.json.99999.tmp").write_text("{half")
     written = []
-    real_write = record.write_atomic
+    real_write = record.write_text_atomic
 
-    def spy(path: Path, text: str) -> None:
-        real_write(path, text)
+    def spy(path: Path, text: str, **options) -> None:
+        real_write(path, text, **options)
         written.append(path.name)
 
-    monkeypatch.setattr(record, "write_atomic", spy)
-    monkeypatch.setattr(evaluation, "write_atomic", spy)
+    monkeypatch.setattr(record, "write_text_atomic", spy)
+    monkeypatch.setattr(evaluation, "write_text_atomic", spy)
     again, same_folder, stored = study.evaluate(1, *OTHER_SITE)
 
     assert not stored and same_folder == folder
