@@ -93,6 +93,7 @@ def summarise(group: Group, n_boot: int, bootstrap_seed: int) -> dict[str, Any]:
         "shift": str(shift.get("label", shift.get("name", "none"))),
         "shift_name": str(shift.get("name", "none")),
         "mitigation": str(mitigation.get("label", mitigation.get("name", "none"))),
+        "mitigation_name": str(mitigation.get("name", "none")),
         "group": group.key,
         "seeds": len(tests),
         "seed_list": " ".join(str(s) for s in group.seeds),

@@ -46,10 +46,10 @@ from shiftlab.report.stats import (
     seed_test,
 )
 from shiftlab.report.summary import MODALITY_ORDER, domain_auroc, modality_name
-from shiftlab.report.tables import Table, arrow, interval, number, p_value
+from shiftlab.report.tables import MITIGATION_ORDER, Table, arrow, interval, number, p_value
 
-# The order of methods (docs/report.md); a method shiftlab does not ship comes after.
-METHOD_ORDER = ("augment", "histogram", "adabn", "mixstyle")
+# The methods in the report's order (docs/report.md); a method shiftlab does not ship comes after.
+METHOD_ORDER = tuple(m for m in MITIGATION_ORDER if m != NO_MITIGATION)
 ALL = "all"
 
 

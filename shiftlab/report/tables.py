@@ -152,11 +152,20 @@ def _modality_rank(modality: str) -> int:
     return MODALITY_ORDER.index(modality) if modality in MODALITY_ORDER else len(MODALITY_ORDER)
 
 
+# The mitigations in the order the report lists them: none (the study's runs) first.
+MITIGATION_ORDER = ("none", "augment", "histogram", "adabn", "mixstyle")
+
+
 def order_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Modalities in the study's order, then dataset, direction, ablation setting, group."""
+    """Modalities in the study's order, then dataset, direction, ablation setting, mitigation (in
+    ``MITIGATION_ORDER``), group."""
     if frame.empty:
         return frame
     keys = frame.assign(_rank=frame["modality"].map(_modality_rank))
+    if "mitigation_name" in keys:
+        keys["_method"] = keys["mitigation_name"].map(
+            lambda m: MITIGATION_ORDER.index(m) if m in MITIGATION_ORDER else len(MITIGATION_ORDER)
+        )
     by = [
         c
         for c in (
@@ -169,11 +178,13 @@ def order_rows(frame: pd.DataFrame) -> pd.DataFrame:
             "mode",
             "fraction",
             "alpha",
+            "_method",
             "group",
         )
         if c in keys
     ]
-    return keys.sort_values(by, kind="stable").drop(columns="_rank").reset_index(drop=True)
+    ordered = keys.sort_values(by, kind="stable")
+    return ordered.drop(columns=["_rank", "_method"], errors="ignore").reset_index(drop=True)
 
 
 def _scenario_caption(n_boot: int, conflicts: bool, separability: bool) -> str:
