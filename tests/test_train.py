@@ -51,8 +51,15 @@ def test_metrics_json_holds_the_contract_keys(default_run: TrainedRun) -> None:
     assert (record["seed"], record["split_seed"]) == (0, 0)
     metrics = record["metrics"]
     auroc_keys = {f"{stage}/{d}/auroc" for stage in ("val", "test") for d in (source, target)}
-    assert set(metrics) == auroc_keys | {"test/delta_auroc"}
-    assert all(0.0 <= metrics[k] <= 1.0 for k in auroc_keys)
+    # Per test domain, at the threshold chosen on source validation: what a deployment is
+    # judged by (docs/statistics.md), all of them proportions or mean squared errors in [0, 1].
+    deployment_keys = {
+        f"test/{d}/{m}"
+        for d in (source, target)
+        for m in ("sensitivity", "specificity", "ece", "brier")
+    }
+    assert set(metrics) == auroc_keys | deployment_keys | {"test/delta_auroc"}
+    assert all(0.0 <= metrics[k] <= 1.0 for k in auroc_keys | deployment_keys)
     assert metrics["test/delta_auroc"] == pytest.approx(
         metrics[f"test/{target}/auroc"] - metrics[f"test/{source}/auroc"]
     )

@@ -125,7 +125,10 @@ def build_messy_tree(root: Path) -> dict[str, object]:
     elsewhere = dicom / "ge1" / "s2" / "x.dcm"
     elsewhere.parent.mkdir(parents=True)
     shutil.copy(dicom / "ge1" / "s1" / "1-01.dcm", elsewhere)
-    rewrite(elsewhere, SeriesInstanceUID=pydicom.uid.generate_uid())
+    # Series are visited in SeriesInstanceUID order and the first file seen keeps the instance:
+    # "2.25.1" sorts after every UID under pydicom's root ("1.2.826..."), so the copy is the one
+    # seen second (a random UID made this test pass or fail by chance).
+    rewrite(elsewhere, SeriesInstanceUID="2.25.1")
     skipped["ge1/s2/x.dcm"] = "duplicate SOPInstanceUID of ge1/s1/1-01.dcm"
 
     # A slice of another patient in the series.
