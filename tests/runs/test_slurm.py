@@ -230,7 +230,7 @@ def test_a_task_killed_for_its_memory_fails_on_one_line(data_dir: Path, tmp_path
 def test_a_task_out_of_time_is_requeued_then_fails_on_one_line(
     data_dir: Path, tmp_path: Path
 ) -> None:
-    """submitit's own requeue: SLURM signals the task 90 s before its 2-minute limit, submitit
+    """submitit's own requeue: SLURM signals the task 60 s before its 3-minute limit, submitit
     requeues it and the run resumes from its checkpoint; at the second signal it has been
     requeued max_num_timeout=1 times and the run fails. (How a waiting requeued run shows is
     tested with a requeue held open above: here the wait lasts seconds, and polling it on a
@@ -243,8 +243,11 @@ def test_a_task_out_of_time_is_requeued_then_fails_on_one_line(
         "trainer.max_epochs=5000",  # far longer than the time limit
         "launcher=slurm",
         *SMALL_TASKS,
-        "hydra.launcher.timeout_min=2",
-        "hydra.launcher.signal_delay_s=90",
+        # SLURM may send the signal up to 60 s before it is due (sbatch --signal); the task needs
+        # about 30 s to start, and submitit handles the signal only once started, so the signal
+        # is due 120 s in (a limit of 2 min less 90 s killed a slow start before it could requeue).
+        "hydra.launcher.timeout_min=3",
+        "hydra.launcher.signal_delay_s=60",
         "hydra.launcher.max_num_timeout=1",
         *places(data_dir, tmp_path),
     ]
@@ -258,7 +261,7 @@ def test_a_task_out_of_time_is_requeued_then_fails_on_one_line(
         text=True,
     )
     try:
-        stdout, stderr = launch.communicate(timeout=420)
+        stdout, stderr = launch.communicate(timeout=600)
     except subprocess.TimeoutExpired:
         launch.kill()
         stdout, stderr = launch.communicate()
