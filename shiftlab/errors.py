@@ -1,5 +1,6 @@
 """Errors meant for people: what was expected, what was found, what to do next."""
 
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,3 +44,15 @@ def exit_on_user_error(stop: bool = True) -> Iterator[None]:
         print(f"error: {error}", file=sys.stderr)
         if stop:
             sys.exit(2)
+
+
+def setting_number(value: Any, setting: str, expected: str) -> float:
+    """A setting (``setting``, e.g. ``shift.alpha``) as a finite number, or a ShiftlabError that
+    says what is expected."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ShiftlabError(f"{setting}={value!r}: expected a number, {expected}.")
+    return number

@@ -24,7 +24,6 @@ settings and what was learnt from the images.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import Any, ClassVar
@@ -35,7 +34,7 @@ import torch
 from torch import nn
 
 from shiftlab.data.shift import pixel_std
-from shiftlab.errors import ShiftlabError, instantiate
+from shiftlab.errors import ShiftlabError, instantiate, setting_number
 from shiftlab.models.adabn import TestDomainBatchNorm, batchnorm_layers
 from shiftlab.models.mixstyle import early_blocks, insert_mixstyle
 from shiftlab.seeding import AUGMENT_STREAM, derived_seed
@@ -57,17 +56,6 @@ NOISE_REFERENCES = ("train_std", "unit")
 PIXELS = ("above_mean", "all", "none")
 # Images read from the cache at a time while landmarks are learnt.
 CHUNK = 256
-
-
-def _number(value: Any, key: str, expected: str) -> float:
-    """A setting as a finite number, or a ShiftlabError that says what is expected."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number):
-        raise ShiftlabError(f"mitigation.{key}={value!r}: expected a number, {expected}.")
-    return number
 
 
 def _plain(value: Any) -> Any:
@@ -181,7 +169,7 @@ class AppearanceAugmentation(Mitigation):
         modalities: Mapping[str, Mapping[str, Mapping[str, Any]]],
         label: str | None = None,
     ) -> None:
-        self.prob = _number(prob, "prob", "a probability in [0, 1]")
+        self.prob = setting_number(prob, "mitigation.prob", "a probability in [0, 1]")
         if not 0.0 <= self.prob <= 1.0:
             raise ShiftlabError(f"mitigation.prob={prob}: a probability is in [0, 1].")
         modalities = _plain(modalities)
@@ -355,8 +343,11 @@ class HistogramStandardisation(Mitigation):
             raise ShiftlabError(
                 f"mitigation.pixels.{modality}={pixels[modality]!r}: choose one of {list(PIXELS)}."
             )
-        ends = [_number(v, "range_percentiles", "a percentile") for v in range_percentiles]
-        inner = [_number(v, "landmarks", "a percentile") for v in landmarks]
+        ends = [
+            setting_number(v, "mitigation.range_percentiles", "a percentile")
+            for v in range_percentiles
+        ]
+        inner = [setting_number(v, "mitigation.landmarks", "a percentile") for v in landmarks]
         percentiles = [ends[0], *inner, ends[-1]] if len(ends) == 2 else []
         if not percentiles or not all(0 <= a < b <= 100 for a, b in pairwise(percentiles)):
             raise ShiftlabError(
@@ -364,7 +355,7 @@ class HistogramStandardisation(Mitigation):
                 f"mitigation.landmarks={list(landmarks)}: expected two ends and landmarks "
                 "between them, increasing, in [0, 100] (e.g. [1, 99] and the deciles)."
             )
-        bounds = [_number(v, "scale", "an intensity") for v in scale]
+        bounds = [setting_number(v, "mitigation.scale", "an intensity") for v in scale]
         if len(bounds) != 2 or not bounds[0] < bounds[1]:
             raise ShiftlabError(f"mitigation.scale={list(scale)}: expected [low, high], low < high")
         self.modality, self.pixels = modality, str(pixels[modality])
@@ -482,8 +473,10 @@ class MixStyleTraining(Mitigation):
         blocks: int,
         label: str | None = None,
     ) -> None:
-        self.p = _number(p, "p", "a probability in [0, 1]")
-        self.alpha = _number(alpha, "alpha", "a Beta distribution's parameter > 0")
+        self.p = setting_number(p, "mitigation.p", "a probability in [0, 1]")
+        self.alpha = setting_number(
+            alpha, "mitigation.alpha", "a Beta distribution's parameter > 0"
+        )
         if not 0.0 <= self.p <= 1.0:
             raise ShiftlabError(f"mitigation.p={p}: a probability is in [0, 1].")
         if self.alpha <= 0:

@@ -27,24 +27,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shiftlab.errors import ShiftlabError, instantiate
+from shiftlab.errors import ShiftlabError, instantiate, setting_number
 from shiftlab.seeding import NOISE_STREAM, EpochGenerator
 
 MODES = ("replace", "add")
 REFERENCES = ("train_std", "unit")
 # Columns of the rows an injection changed, in injected.csv.
 CHANGED_COLUMNS = ["sample_id", "patient_id", "vendor", "split", "label"]
-
-
-def _number(value: Any, key: str, expected: str) -> float:
-    """A shift setting as a finite number, or a ShiftlabError that says what is expected."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number):
-        raise ShiftlabError(f"shift.{key}={value!r}: expected a number, {expected}.")
-    return number
 
 
 def _round(x: float) -> int:
@@ -203,7 +192,7 @@ class TargetInjection(Ablation):
         mode: str,
         label: str | None = None,
     ) -> None:
-        self.fraction = _number(fraction, "fraction", "a share in [0, 1)")
+        self.fraction = setting_number(fraction, "shift.fraction", "a share in [0, 1)")
         if mode not in MODES:
             raise ShiftlabError(f"shift.mode={mode!r}: choose one of {list(MODES)}.")
         if not 0.0 <= self.fraction < 1.0:
@@ -269,7 +258,7 @@ class TrainingNoise(Ablation):
         reference: str,
         label: str | None = None,
     ) -> None:
-        self.alpha = _number(alpha, "alpha", "a strength >= 0, in percent")
+        self.alpha = setting_number(alpha, "shift.alpha", "a strength >= 0, in percent")
         if self.alpha < 0:
             raise ShiftlabError(
                 f"shift.alpha={alpha}: a noise strength is >= 0 (percent of "
