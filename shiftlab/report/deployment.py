@@ -33,7 +33,7 @@ from shiftlab.report.stats import (
     rng_for,
 )
 from shiftlab.report.summary import modality_name
-from shiftlab.report.tables import Table, arrow, interval, number, order_rows
+from shiftlab.report.tables import Table, arrow, interval, number, order_rows, scenario_cells
 
 NAMES = {"sensitivity": "sensitivity", "specificity": "specificity", "ece": "ECE", "brier": "Brier"}
 
@@ -147,10 +147,14 @@ def deployment_table(
     display = []
     for r in raw.to_dict("records"):
         row = {
-            "modality": r["modality"],
-            "dataset": r["dataset"] + (" †" if r["group"] in conflicting else ""),
-            "source → target": arrow(r["source"], r["target"]),
-            "network": r["model"],
+            **scenario_cells(
+                r["modality"],
+                r["dataset"],
+                r["source"],
+                r["target"],
+                r["model"],
+                r["group"] in conflicting,
+            ),
             **({"ablation": r["shift"]} if show_shift else {}),
             **({"mitigation": r["mitigation"]} if show_mitigation else {}),
             "seeds": str(r["seeds"]),

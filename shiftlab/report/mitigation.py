@@ -46,7 +46,15 @@ from shiftlab.report.stats import (
     seed_test,
 )
 from shiftlab.report.summary import MODALITY_ORDER, domain_auroc, modality_name
-from shiftlab.report.tables import MITIGATION_ORDER, Table, arrow, interval, number, p_value
+from shiftlab.report.tables import (
+    MITIGATION_ORDER,
+    Table,
+    arrow,
+    interval,
+    number,
+    p_value,
+    scenario_cells,
+)
 
 # The methods in the report's order (docs/report.md); a method shiftlab does not ship comes after.
 METHOD_ORDER = tuple(m for m in MITIGATION_ORDER if m != NO_MITIGATION)
@@ -271,12 +279,7 @@ def _scenario_table(rows: pd.DataFrame, n_boot: int) -> Table:
     level = f"{CI_LEVEL:.0%} CI"
     display = []
     for r in rows.itertuples():
-        row = {
-            "modality": r.modality,
-            "dataset": r.dataset + (" †" if r.conflict else ""),
-            "source → target": arrow(r.source, r.target),
-            "network": r.model,
-        }
+        row = scenario_cells(r.modality, r.dataset, r.source, r.target, r.model, r.conflict)
         if show_shift:
             row["ablation"] = r.shift
         row |= {

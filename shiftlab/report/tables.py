@@ -84,6 +84,19 @@ def arrow(source: str, target: str) -> str:
     return f"{source} → {target}"
 
 
+def scenario_cells(
+    modality: str, dataset: str, source: str, target: str, model: str, conflict: bool
+) -> dict[str, str]:
+    """The columns that name a scenario, first in every per-scenario table: modality, dataset
+    (marked † where its runs fall into several settings groups), direction and network."""
+    return {
+        "modality": modality,
+        "dataset": dataset + (" †" if conflict else ""),
+        "source → target": arrow(source, target),
+        "network": model,
+    }
+
+
 # --- writers ----------------------------------------------------------------------------------
 
 
@@ -232,12 +245,7 @@ def scenario_table(
     show_shift = not raw.empty and bool((raw["shift_name"] != "none").any())
     rows = []
     for r in raw.itertuples():
-        row = {
-            "modality": r.modality,
-            "dataset": r.dataset + (" †" if r.conflict else ""),
-            "source → target": arrow(r.source, r.target),
-            "network": r.model,
-        }
+        row = scenario_cells(r.modality, r.dataset, r.source, r.target, r.model, r.conflict)
         if show_shift:
             row["ablation"] = r.shift
         row |= {
@@ -329,10 +337,9 @@ def _ablation_display(raw: pd.DataFrame, setting: str, conflicting: set[str]) ->
     for r in raw.itertuples():
         rows.append(
             {
-                "modality": r.modality,
-                "dataset": r.dataset + (" †" if r.group in conflicting else ""),
-                "source → target": arrow(r.source, r.target),
-                "network": r.model,
+                **scenario_cells(
+                    r.modality, r.dataset, r.source, r.target, r.model, r.group in conflicting
+                ),
                 **({"mode": r.mode} if setting == "fraction" else {}),
                 setting: f"{getattr(r, setting):g}",
                 "seeds": str(r.seeds),
