@@ -459,17 +459,44 @@ def train(cfg: DictConfig, run_dir: str | Path, config_hash: str | None = None) 
     return result
 
 
+# The metrics beyond AUROC that a run prints (docs/statistics.md), as it names them.
+DEPLOYMENT_SUMMARY = {
+    "sensitivity": "sensitivity",
+    "specificity": "specificity",
+    "ece": "ECE",
+    "brier": "Brier score",
+}
+
+
 def summary(result: dict[str, Any]) -> str:
+    """What a run prints when it ends: both AUROCs and ΔAUC, what a model deployed with the
+    source's threshold would do on each (sensitivity, specificity, calibration), and a
+    mitigation other than none (``adabn``'s target AUROC is that of an adapted model)."""
     m, source, target = result["metrics"], result["source"], result["target"]
-    text = (
-        f"{result['scenario']}  model={result['model']}  seed={result['seed']}\n"
-        f"  test AUROC  source {source}: {m[f'test/{source}/auroc']:.3f}\n"
-        f"  test AUROC  target {target}: {m[f'test/{target}/auroc']:.3f}\n"
-        f"  ΔAUC (target - source): {m['test/delta_auroc']:+.3f}"
-    )
+    lines = [
+        f"{result['scenario']}  model={result['model']}  seed={result['seed']}",
+        f"  test AUROC  source {source}: {m[f'test/{source}/auroc']:.3f}",
+        f"  test AUROC  target {target}: {m[f'test/{target}/auroc']:.3f}",
+        f"  ΔAUC (target - source): {m['test/delta_auroc']:+.3f}",
+    ]
+    threshold = result.get("threshold")
+    if threshold:  # records from before the deployment metrics have none
+        notes = {
+            "sensitivity": f"  (threshold chosen on {source} validation: {threshold['rule']})",
+            "ece": f"  ({result['ece_bins']} bins)",
+        }
+        for metric, label in DEPLOYMENT_SUMMARY.items():
+            values = f"{m[f'test/{source}/{metric}']:.3f} -> {m[f'test/{target}/{metric}']:.3f}"
+            lines.append(f"  {label} {source} -> {target}: {values}{notes.get(metric, '')}")
+    mitigation = result.get("mitigation") or {}
+    if mitigation.get("name", "none") != "none":
+        adapted = " (transductive: adapted on each target's test images)"
+        lines.append(
+            f"  mitigation: {mitigation['label']}{adapted if mitigation['transductive'] else ''}"
+        )
     if result.get("debug"):
-        text += f"\n  a debug run (debug={result['debug']}): it checks the code path, no result"
-    return text
+        lines.append(f"  a debug run (debug={result['debug']}): it checks the code path, no result")
+    return "\n".join(lines)
 
 
 register_resolvers()

@@ -116,6 +116,24 @@ def test_training_on_one_vendor_scores_lower_on_the_other(default_run: TrainedRu
     assert metrics["test/delta_auroc"] < -0.1
     text = summary(default_run.result)
     assert f"source ge: {source:.3f}" in text and f"target siemens: {target:.3f}" in text
+    # What a deployment is judged by, source -> target, as the record holds it.
+    for metric, label in (("sensitivity", "sensitivity"), ("ece", "ECE"), ("brier", "Brier")):
+        change = f"{metrics[f'test/ge/{metric}']:.3f} -> {metrics[f'test/siemens/{metric}']:.3f}"
+        assert f"{label}" in text and change in text, text
+    assert "threshold chosen on ge validation: youden" in text
+
+
+def test_the_printed_summary_names_a_transductive_mitigation(default_run: TrainedRun) -> None:
+    """An adabn run's target AUROC is that of an adapted model: its summary says so. A record
+    from before the deployment metrics (no threshold) still prints its AUROCs."""
+    result = {
+        **default_run.result,
+        "mitigation": {"name": "adabn", "label": "adabn", "transductive": True},
+    }
+    assert "mitigation: adabn (transductive" in summary(result)
+    assert "mitigation" not in summary(default_run.result)  # none says nothing
+    old = {key: value for key, value in default_run.result.items() if key != "threshold"}
+    assert "ΔAUC" in summary(old) and "sensitivity" not in summary(old)
 
 
 @pytest.mark.slow

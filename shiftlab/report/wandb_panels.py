@@ -9,15 +9,16 @@ Runs logged with ``logger=wandb`` carry what the views need: their group is the 
 (``<dataset>/<source>-><target>``), their config the settings (``shift.name``,
 ``shift.fraction``, ``shift.alpha``, ``dataset.modality``), their summary ``test/delta_auroc``,
 ``test/in_domain_auroc`` and ``test/cross_domain_auroc``. Each view is a saved workspace view
-(wandb-workspaces) of the project, filtered to one kind of run and grouped by scenario:
+(wandb-workspaces) of the project, filtered to one kind of run and grouped by scenario and
+``mitigation.name`` (conf/mitigation/; runs from before mitigations have none and are the group
+without a name), so runs of a remedy are never averaged with those of ``none``:
 
 - "shiftlab report: ΔAUC per scenario": runs without an ablation; ΔAUC per scenario and per
   modality (mean ± SD over seeds), in-domain and cross-domain AUROC.
 - "shiftlab report: target injection": AUROC and ΔAUC against ``shift.fraction``.
 - "shiftlab report: noise": AUROC and ΔAUC against ``shift.alpha``.
-- "shiftlab report: mitigations": runs without an ablation grouped by scenario and
-  ``mitigation.name`` (conf/mitigation/; runs from before mitigations have none and are the
-  group without a name); ΔAUC per scenario and method, and per method over all scenarios.
+- "shiftlab report: mitigations": runs without an ablation; ΔAUC per scenario and method, and
+  per method over all scenarios.
 
 W&B shows the spread over seeds only; the patient-bootstrap intervals, the tests across seeds,
 and the mitigations' pairing by seed with none and the share of the drop recovered are the
@@ -85,17 +86,9 @@ def _curves(setting: str, label: str) -> list[Any]:
     ]
 
 
-def _view(
-    ws: Any,
-    entity: str,
-    project: str,
-    name: str,
-    shift: str,
-    sections: list[Any],
-    also_by: Sequence[Any] = (),
-) -> Any:
-    """One saved view: the runs of one kind of shift (``shift.name``), grouped by scenario (and
-    by the settings of ``also_by``)."""
+def _view(ws: Any, entity: str, project: str, name: str, shift: str, sections: list[Any]) -> Any:
+    """One saved view: the runs of one kind of shift (``shift.name``), grouped by scenario and
+    mitigation, so that a remedy's runs are never averaged with the runs it is compared with."""
     return ws.Workspace(
         entity=entity,
         project=project,
@@ -103,7 +96,8 @@ def _view(
         sections=sections,
         runset_settings=ws.RunsetSettings(
             filters=[ws.Config("shift.name") == shift],
-            groupby=[ws.Metric("Group"), *also_by],  # the W&B group of a run is its scenario
+            # The W&B group of a run is its scenario.
+            groupby=[ws.Metric("Group"), ws.Config("mitigation.name")],
         ),
     )
 
@@ -207,19 +201,12 @@ def views(entity: str, project: str) -> list[Any]:
         name="Target injection", is_open=True, panels=_curves("fraction", "injected fraction")
     )
     noise = ws.Section(name="Noise", is_open=True, panels=_curves("alpha", "noise alpha"))
+    mitigations = _mitigations_section(wr, ws)
     return [
         _view(ws, entity, project, "shiftlab report: ΔAUC per scenario", "none", per_scenario),
         _view(ws, entity, project, "shiftlab report: target injection", "injection", [injection]),
         _view(ws, entity, project, "shiftlab report: noise", "noise", [noise]),
-        _view(
-            ws,
-            entity,
-            project,
-            "shiftlab report: mitigations",
-            "none",
-            [_mitigations_section(wr, ws)],
-            also_by=[ws.Config("mitigation.name")],
-        ),
+        _view(ws, entity, project, "shiftlab report: mitigations", "none", [mitigations]),
     ]
 
 

@@ -95,13 +95,11 @@ def test_wandb_views_mirror_the_report_offline(
         "noise",
         "none",
     ]
+    # Every view splits each scenario's runs by method: a remedy's runs are never averaged
+    # with those of none.
     scenario = {"section": "run", "name": "group"}
-    assert all(f["grouping"] == [scenario] for f in filters[:3])
-    # The mitigations: each scenario's runs split by method, none among them.
-    assert filters[3]["grouping"] == [
-        scenario,
-        {"section": "config", "name": "mitigation.value.name"},
-    ]
+    method = {"section": "config", "name": "mitigation.value.name"}
+    assert all(f["grouping"] == [scenario, method] for f in filters)
     assert '"groupBy": "mitigation.value.name"' in specs[3]
     assert "summary_metrics.test/delta_auroc" in specs[0]
     assert "summary:test/cross_domain_auroc" in specs[0]
