@@ -52,6 +52,8 @@ JOB_COUNTS = {
     # The synthetic sets at their severity and at 0 (tests/report/test_calibration.py checks each
     # run).
     "calibration": 3 * 2 * 2 * 5,
+    # The calibration's sets at their severity x the five methods, seeds 0-2.
+    "cpu_mitigations": 3 * 2 * 3 * 5,
 }
 
 
@@ -76,7 +78,7 @@ def test_presets_expand_to_their_documented_job_counts(preset: str, tmp_path: Pa
     assert len({tuple(job) for job in jobs}) == len(jobs)
     assert master.hydra.mode.name == "MULTIRUN", "the preset alone launches a multirun"
     # The study's protocol, with the documented choices for what it leaves open.
-    if not preset.startswith("smoke") and preset != "calibration":
+    if not preset.startswith("smoke") and preset not in ("calibration", "cpu_mitigations"):
         assert (master.trainer.max_epochs, master.data.batch_size) == (60, 50)
         assert (master.optim._target_, master.optim.lr) == ("torch.optim.Adam", 1e-4)
         assert master.scheduler._target_ is None, "a constant learning rate"
@@ -167,6 +169,26 @@ def test_mitigation_grids_reuse_the_study_runs_of_none(preset: str, tmp_path: Pa
     plain = preset.replace("mitigations", "paper_grid")
     [study] = grid.grid([f"experiment={plain}", *one_scenario])[1]
     assert jobs[0].run_dir == study.run_dir
+
+
+def test_the_cpu_mitigation_grid_reuses_the_calibration_runs(tmp_path: Path) -> None:
+    """experiment=cpu_mitigations' `none` jobs are the calibration grid's runs at the preset
+    severity (same directories): one grid's runs are found by the other and not trained again."""
+    one_set = ["calibration/set=synthetic_xray", "seed=0", *places(tmp_path)]
+    _, jobs = grid.grid(["experiment=cpu_mitigations", *one_set])
+    assert [job.config.mitigation.name for job in jobs] == [
+        method for _ in ("forward", "reverse") for method in grid_methods()
+    ]
+    _, calibration = grid.grid(["experiment=calibration", *one_set])
+    preset = [job.run_dir for job in calibration if job.config.dataset.synthetic.severity > 0]
+    assert [job.run_dir for job in jobs if job.config.mitigation.name == "none"] == preset
+    assert {job.config.trainer.max_epochs for job in jobs} == {
+        job.config.trainer.max_epochs for job in calibration
+    }
+
+
+def grid_methods() -> list[str]:
+    return sweep("mitigations")["mitigation"].split(",")
 
 
 def test_display_options_and_launcher_do_not_change_the_run(tmp_path: Path) -> None:
