@@ -26,18 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import FileDataset
 from pydicom.uid import CTImageStorage
 from scipy.ndimage import gaussian_filter
 
 from shiftlab.synth.common import (
     SyntheticPatient,
     image_dataset,
-    set_instance,
+    instance_uid,
     synthetic_patients,
     write_labels_csv,
+    write_patients,
 )
-from shiftlab.synth.dicom_writer import write_dicom_atomic
+from shiftlab.synth.dicom_writer import DicomTemplate, write_dicom_files
 from shiftlab.synth.severity import interpolate_vendors
 
 
@@ -361,13 +361,13 @@ def render_series(
     )
 
 
-def _slice_datasets(
+def _slice_files(
     vendor: CTVendor, patient: SyntheticPatient, series: CTSeries, stored: np.ndarray
-) -> Iterator[FileDataset]:
-    """The series' slices, in increasing z.
+) -> Iterator[tuple[str, bytes]]:
+    """The series' slices, in increasing z: (file name, DICOM file bytes).
 
-    One dataset is updated and yielded per slice: building the shared header once per series
-    instead of once per file saves about a third of the time spent writing.
+    The header is encoded once per series (``DicomTemplate``); each slice encodes only the
+    elements of its own.
     """
     ds = image_dataset(CTImageStorage, "CT", patient, vendor.manufacturer, vendor.model_name)
     ds.ConvolutionKernel = vendor.kernel_name
@@ -394,13 +394,23 @@ def _slice_datasets(
     ds.BitsStored = vendor.bits_stored
     ds.HighBit = vendor.bits_stored - 1
     ds.PixelRepresentation = vendor.pixel_representation
+    slices = []
     for k, pixels in enumerate(stored):
-        set_instance(ds, patient.series_uid, k)
         z = round(series.origin[2] + k * series.slice_thickness, 3)
-        ds.ImagePositionPatient = [series.origin[0], series.origin[1], z]
-        ds.SliceLocation = z
-        ds.PixelData = pixels.tobytes()
-        yield ds
+        slices.append(
+            {
+                "SOPInstanceUID": instance_uid(patient.series_uid, k),
+                "InstanceNumber": k + 1,
+                "ImagePositionPatient": [series.origin[0], series.origin[1], z],
+                "SliceLocation": z,
+                "PixelData": pixels.tobytes(),
+            }
+        )
+    for keyword, value in slices[0].items():
+        setattr(ds, keyword, value)
+    template = DicomTemplate(ds, list(slices[0]))
+    for k, values in enumerate(slices):
+        yield f"1-{k + 1:02d}.dcm", template.encode(values)
 
 
 def stored_values(hu: np.ndarray, vendor: CTVendor) -> np.ndarray:
@@ -424,6 +434,38 @@ def vendor_acquisition(vendor_name: str, severity: float) -> dict[str, float]:
     return acquisition
 
 
+@dataclass(frozen=True)
+class _PatientWriter:
+    """Renders one patient's series, writes its files and returns its row of ``labels.csv``."""
+
+    out: Path
+    acquisitions: dict[str, dict[str, float]]
+    lesion_contrast: float
+
+    def __call__(self, patient: SyntheticPatient) -> dict[str, object]:
+        vendor = VENDORS[patient.vendor]
+        malignant = bool(patient.rng.random() < MALIGNANT_PREVALENCE)
+        series = render_series(
+            patient.rng, self.acquisitions[patient.vendor], malignant, self.lesion_contrast
+        )
+        stored = stored_values(series.hu, vendor)
+        folder = (
+            self.out / "dicom" / patient.patient_id / "01-01-2000-CT CHEST" / "2.000-chest ax lung"
+        )
+        write_dicom_files(
+            (folder / name, data) for name, data in _slice_files(vendor, patient, series, stored)
+        )
+        x, y, z = series.nodule_centre
+        return {
+            "series_uid": patient.series_uid,
+            "nodule_id": "1",
+            "malignant": int(malignant),
+            "center_x_mm": x,
+            "center_y_mm": y,
+            "center_z_mm": z,
+        }
+
+
 def generate(
     out_dir: str | Path,
     patients_per_vendor: int = 600,
@@ -431,6 +473,7 @@ def generate(
     seed: int = 0,
     lesion_contrast: float = 1.25,
     vendors: tuple[str, ...] = ("ge", "siemens"),
+    workers: int | None = None,
 ) -> Path:
     """Write ``out_dir/dicom/<PatientID>/<study>/<series>/1-NN.dcm`` and ``out_dir/labels.csv``.
 
@@ -439,37 +482,18 @@ def generate(
     far malignant nodules depart from benign ones. The defaults were calibrated with a small CNN
     on 5 x 47 x 47 patches (NoduleX preprocessing): in-domain AUROC about 0.91, mean ΔAUC about
     -0.03 over both directions, near the study's CT mean (-0.026); severity 0 gave about 0.
-    Deterministic from the arguments: the same arguments give the same pixels and UIDs.
+    Deterministic from the arguments: the same arguments give the same pixels and UIDs, with any
+    number of ``workers`` (processes; default: every usable CPU).
     ``labels.csv`` has one row per nodule: its series, id, label and centre in patient
     coordinates (mm, the frame of ImagePositionPatient), which a patch crop must use because the
     nodule is not at the centre of the series.
     """
     out = Path(out_dir)
     acquisitions = {name: vendor_acquisition(name, severity) for name in VENDORS}
-    rows = []
     patients = synthetic_patients(
-        VENDORS, vendors, patients_per_vendor, seed, severity, lesion_contrast, "synthetic CT"
+        VENDORS, vendors, patients_per_vendor, seed, severity, lesion_contrast
     )
-    for patient in patients:
-        vendor = VENDORS[patient.vendor]
-        malignant = bool(patient.rng.random() < MALIGNANT_PREVALENCE)
-        series = render_series(
-            patient.rng, acquisitions[patient.vendor], malignant, lesion_contrast
-        )
-        stored = stored_values(series.hu, vendor)
-        folder = out / "dicom" / patient.patient_id / "01-01-2000-CT CHEST" / "2.000-chest ax lung"
-        for ds in _slice_datasets(vendor, patient, series, stored):
-            write_dicom_atomic(ds, folder / f"1-{ds.InstanceNumber:02d}.dcm")
-        x, y, z = series.nodule_centre
-        rows.append(
-            {
-                "series_uid": patient.series_uid,
-                "nodule_id": "1",
-                "malignant": int(malignant),
-                "center_x_mm": x,
-                "center_y_mm": y,
-                "center_z_mm": z,
-            }
-        )
+    writer = _PatientWriter(out, acquisitions, lesion_contrast)
+    rows = write_patients(writer, patients, "synthetic CT", workers)
     write_labels_csv(out, rows, LABEL_COLUMNS)
     return out
