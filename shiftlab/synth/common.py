@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import multiprocessing
 import os
@@ -49,6 +50,20 @@ def write_csv(path: Path, rows: Sequence[dict], fieldnames: Sequence[str]) -> Pa
 def write_labels_csv(out_dir: Path, rows: Sequence[dict], fieldnames: Sequence[str]) -> Path:
     """Write ``out_dir/labels.csv``. Written last: its presence marks a complete set."""
     return write_csv(Path(out_dir) / "labels.csv", rows, fieldnames)
+
+
+@functools.lru_cache(maxsize=8)
+def unit_grid(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """An n x n image's coordinates in [-1, 1]: y down a column (n, 1), x along a row (1, n).
+
+    The values of ``np.mgrid``'s full grids, made once per size; broadcast against each other
+    where an image needs both, and a term of one coordinate only is computed once per row or
+    column. Read-only: every image shares them.
+    """
+    y, x = np.mgrid[-1 : 1 : n * 1j, -1 : 1 : n * 1j]
+    y, x = y[:, :1].copy(), x[:1, :].copy()
+    y.flags.writeable = x.flags.writeable = False
+    return y, x
 
 
 @dataclass(frozen=True)

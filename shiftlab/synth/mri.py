@@ -31,6 +31,7 @@ from shiftlab.synth.common import (
     instance_uid,
     patient_elements,
     synthetic_patients,
+    unit_grid,
     write_labels_csv,
     write_patients,
 )
@@ -106,7 +107,7 @@ def render_series(
 ) -> np.ndarray:
     """Magnitude images (slices, matrix, matrix), roughly in [0, 1]."""
     n = matrix
-    y, x = np.mgrid[-1 : 1 : n * 1j, -1 : 1 : n * 1j]
+    y, x = unit_grid(n)  # a column and a row: broadcast, they give every pixel
     ax, ay = rng.uniform(0.8, 0.95), rng.uniform(1.2, 1.45)
     breast = ((x / ax) ** 2 + ((y + 0.55) / ay) ** 2 < 1) & (y > -0.55)
     chest = (y > -0.78) & (y <= -0.55) & (np.abs(x) < 0.97)

@@ -44,6 +44,7 @@ from shiftlab.synth.common import (
     set_grey_pixels,
     set_instance,
     synthetic_patients,
+    unit_grid,
     write_labels_csv,
     write_patients,
 )
@@ -122,6 +123,29 @@ def _band(distance: np.ndarray, half_width: float) -> np.ndarray:
     return np.sqrt(np.clip(1 - (distance / half_width) ** 2, 0, None))
 
 
+def _near(axis: np.ndarray, centre: float, half_width: float) -> slice:
+    """The pixels of an increasing coordinate ``axis`` within ``half_width`` of ``centre``, and
+    one more on each side: where a disc or band of that half-width can be non-zero.
+
+    Beyond its half-width a ``_band`` is exactly 0, and adding 0 leaves an image as it was, so
+    a term drawn into this window only gives the image it would give drawn everywhere.
+    """
+    lo = int(np.searchsorted(axis, centre - half_width)) - 1
+    hi = int(np.searchsorted(axis, centre + half_width, side="right")) + 1
+    return slice(max(lo, 0), min(hi, axis.size))
+
+
+def _rows_near(axis: np.ndarray, centre: np.ndarray, half_width: float) -> np.ndarray:
+    """Row indices (..., h, columns): in each column, the rows of the increasing ``axis`` within
+    ``half_width`` of that column's ``centre`` (shape (..., columns)), and one more on each
+    side. ``_near`` for bands that run across the image, one per leading index."""
+    lo = np.searchsorted(axis, centre - half_width) - 1
+    hi = np.searchsorted(axis, centre + half_width, side="right") + 1
+    height = min(int((hi - lo).max()), axis.size)
+    lo = np.clip(lo, 0, axis.size - height)
+    return lo[..., None, :] + np.arange(height)[:, None]
+
+
 def attenuation_map(
     rng: np.random.Generator,
     bone: float,
@@ -133,9 +157,12 @@ def attenuation_map(
 
     ``bone`` is bone (and calcium) attenuation relative to soft tissue at the vendor's tube
     voltage: it scales the ribs, clavicles and spine, and the finding's calcified core.
+    Small structures are drawn only where they can be non-zero (``_near``, ``_rows_near``).
     """
     n = matrix
-    y, x = np.mgrid[-1 : 1 : n * 1j, -1 : 1 : n * 1j]
+    y, x = unit_grid(n)
+    ys, xs = y.ravel(), x.ravel()
+    columns = np.arange(n)
     px = n / 64  # texture scales with the field of view, not the matrix
     width = rng.uniform(0.82, 0.95)
     shoulders = width * (0.7 + 0.3 * _sigmoid((y + 0.72) / 0.06))  # the neck above them
@@ -143,13 +170,16 @@ def attenuation_map(
     # Air-filled lungs: two ellipsoids; the heart overlaps the (image-right) left lung.
     lung_x, lung_y = rng.uniform(0.38, 0.46), rng.uniform(-0.12, 0.0)
     lung_w, lung_h = rng.uniform(0.26, 0.32), rng.uniform(0.58, 0.7)
-    lungs = np.zeros_like(x)
+    lungs = np.zeros((n, n))
     for side in (-1, 1):
-        r2 = ((x - side * lung_x) / lung_w) ** 2 + ((y - lung_y) / lung_h) ** 2
-        lungs += np.sqrt(np.clip(1 - r2, 0, None))
+        rows, cols = _near(ys, lung_y, lung_h), _near(xs, side * lung_x, lung_w)
+        r2 = ((x[:, cols] - side * lung_x) / lung_w) ** 2 + ((y[rows] - lung_y) / lung_h) ** 2
+        lungs[rows, cols] += np.sqrt(np.clip(1 - r2, 0, None))
     heart_x, heart_y = rng.uniform(0.08, 0.16), rng.uniform(0.3, 0.4)
     heart_r = rng.uniform(0.26, 0.34)
-    heart = _band(np.hypot((x - heart_x) / 1.25, y - heart_y), heart_r)
+    heart = np.zeros((n, n))
+    rows, cols = _near(ys, heart_y, heart_r), _near(xs, heart_x, 1.25 * heart_r)
+    heart[rows, cols] = _band(np.hypot((x[:, cols] - heart_x) / 1.25, y[rows] - heart_y), heart_r)
     mu += -1.1 * lungs * (1 - 0.6 * heart) + 0.5 * heart
     # Vessels: lung texture and round end-on vessels in every patient, so "a round density" alone
     # is not the finding cue.
@@ -158,17 +188,24 @@ def attenuation_map(
     for _ in range(rng.integers(3, 7)):
         side = rng.choice((-1, 1))
         vx, vy = side * rng.uniform(0.2, 0.6), rng.uniform(-0.4, 0.4)
-        mu += 0.12 * _band(np.hypot(x - vx, y - vy), rng.uniform(0.025, 0.045))
+        radius = rng.uniform(0.025, 0.045)
+        rows, cols = _near(ys, vy, radius), _near(xs, vx, radius)
+        mu[rows, cols] += 0.12 * _band(np.hypot(x[:, cols] - vx, y[rows] - vy), radius)
     # Bone: spine, posterior ribs, clavicles.
     skeleton = 0.9 * _band(x, 0.09)
+    skeleton = np.broadcast_to(skeleton, (n, n)).copy()
     gap, phase, curve = rng.uniform(0.16, 0.2), rng.uniform(0, 0.18), rng.uniform(0.35, 0.5)
     lateral = np.abs(x)
-    for k in range(10):
-        centre = -0.85 + phase + k * gap - 0.1 * lateral + curve * lateral**2
-        skeleton += 0.3 * _band(y - centre, 0.035) * (lateral > 0.06) * (lateral < width)
+    k = np.arange(10)[:, None]  # the ribs, one per row of ``centre``
+    centre = -0.85 + phase + k * gap - 0.1 * lateral + curve * lateral**2
+    rows = _rows_near(ys, centre, 0.035)
+    ribs = 0.3 * _band(ys[rows] - centre[:, None], 0.035) * (lateral > 0.06) * (lateral < width)
+    np.add.at(skeleton, (rows, columns), ribs)  # rib by rib where they cross, as a loop would
     for side in (-1, 1):
         centre = -0.68 - 0.12 * (side * x - 0.1)
-        skeleton += 0.35 * _band(y - centre, 0.04) * (side * x > 0.05) * (side * x < 0.65)
+        rows = _rows_near(ys, centre, 0.04)
+        clavicle = 0.35 * _band(ys[rows] - centre, 0.04) * (side * x > 0.05) * (side * x < 0.65)
+        skeleton[rows, columns] += clavicle
     mu += bone * skeleton
     if finding:
         side = rng.choice((-1, 1))
@@ -176,9 +213,10 @@ def attenuation_map(
         fx = side * lung_x + frac * lung_w * np.cos(angle)
         fy = lung_y + frac * lung_h * np.sin(angle)
         r = rng.uniform(0.06, 0.1)
-        d = np.hypot(x - fx, y - fy)
+        rows, cols = _near(ys, fy, r), _near(xs, fx, r)
+        d = np.hypot(x[:, cols] - fx, y[rows] - fy)
         nodule = _band(d, r) + 2.0 * bone * _band(d, 0.45 * r)  # soft tissue + calcified core
-        mu += 0.085 * lesion_contrast * nodule
+        mu[rows, cols] += 0.085 * lesion_contrast * nodule
     return mu
 
 
