@@ -21,11 +21,11 @@ stay each vendor's own. The magnitudes are set by design, not produced by physic
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataset import FileDataset
 from pydicom.uid import CTImageStorage
 from scipy.ndimage import gaussian_filter
 
@@ -33,6 +33,7 @@ from shiftlab.synth.common import (
     SyntheticPatient,
     image_dataset,
     instance_uid,
+    patient_elements,
     synthetic_patients,
     write_labels_csv,
     write_patients,
@@ -144,25 +145,95 @@ def _unit_vectors(rng: np.random.Generator, n: int, z_weight: float = 1.0) -> li
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).tolist()
 
 
-def _tube(
+def _near_line(
+    axes: tuple[np.ndarray, np.ndarray, np.ndarray],
+    point: list[float],
+    direction: list[float],
+    reach: float,
+    along: tuple[float, float] = (-math.inf, math.inf),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A block of a grid that holds every voxel within ``reach`` mm of a line, as index arrays.
+
+    ``axes`` are the grid's increasing (z, y, x) coordinates; the line passes through ``point``
+    along the unit ``direction``, from ``along[0]`` to ``along[1]`` mm past the point. The block
+    is cut in slabs across the axis the line runs most along: in each, the box around the line's
+    elliptic cross-section, one voxel wider on each side, every slab's box the same size. The
+    index arrays (z, y, x) broadcast to the block's shape and never name a voxel twice.
+    """
+    a = int(np.argmax(np.abs(direction)))
+    b, c = (i for i in range(3) if i != a)
+    da = direction[a]
+    # The slabs: the segment's extent along axis a, and its end discs' reach beyond it.
+    ends = sorted((point[a] + along[0] * da, point[a] + along[1] * da))
+    side = reach * math.sqrt(max(1 - da * da, 0.0))
+    slabs = np.arange(*_index_range(axes[a], ends[0] - side, ends[1] + side))
+    t = (axes[a][slabs].astype(np.float64) - point[a]) / da  # where the line crosses each slab
+    index = {a: slabs[:, None, None]}
+    for axis, other, shape in ((b, c, (-1, 1)), (c, b, (1, -1))):
+        half = reach * math.sqrt(max(1 - direction[other] ** 2, 0.0)) / abs(da)
+        centre = point[axis] + t * direction[axis]
+        lo, hi = _index_range(axes[axis], centre - half, centre + half)
+        size = min(int((hi - lo).max(initial=0)), axes[axis].size)
+        lo = np.clip(lo, 0, axes[axis].size - size)
+        index[axis] = (lo[:, None] + np.arange(size)).reshape(len(slabs), *shape)
+    return index[0], index[1], index[2]
+
+
+def _near_segment(
+    axes: tuple[np.ndarray, np.ndarray, np.ndarray],
+    direction: list[float],
+    reach: float,
+    along: tuple[float, float],
+) -> tuple[slice, slice, slice]:
+    """The box of a grid (slices of its increasing (z, y, x) ``axes``) that holds every voxel
+    within ``reach`` mm of the segment from ``along[0]`` to ``along[1]`` mm along the unit
+    ``direction`` from the origin, and one voxel more on each side."""
+    box = []
+    for axis, component in zip(axes, direction, strict=True):
+        side = reach * math.sqrt(max(1 - component * component, 0.0))  # an end disc's reach
+        low, high = sorted((along[0] * component, along[1] * component))
+        first, stop = _index_range(axis, low - side, high + side)
+        box.append(slice(int(first), int(stop)))
+    return box[0], box[1], box[2]
+
+
+def _index_range(axis: np.ndarray, low: float | np.ndarray, high: float | np.ndarray):
+    """The indices of an increasing ``axis`` from ``low`` to ``high`` and one more on each side:
+    ``(first, stop)``, each clipped to the axis."""
+    first = np.maximum(np.searchsorted(axis, low) - 1, 0)
+    stop = np.minimum(np.searchsorted(axis, high, side="right") + 1, axis.size)
+    return first, stop
+
+
+def _blend_tube(
+    hu: np.ndarray,
     z: np.ndarray,
     y: np.ndarray,
     x: np.ndarray,
     point: list[float],
     direction: list[float],
     radius: float,
+    value: float,
     edge: float = 0.25,
-) -> np.ndarray:
-    """Occupancy of an infinite cylinder of ``radius`` mm around a line.
+) -> None:
+    """``_blend`` an infinite cylinder of ``radius`` mm around a line, filled with ``value``.
 
-    Written with in-place operations: vessels are most of the phantom's cost.
+    Its occupancy (a ``_soft_step`` of ``radius`` minus the distance to the line) is exactly 0
+    beyond ``radius + edge``, and blending 0 leaves a voxel as it was: only the block of voxels
+    near the line (``_near_line``) is computed, each as it would be in the whole grid.
     """
-    dz, dy, dx = z - point[0], y - point[1], x - point[2]
+    block = _near_line((z.ravel(), y.ravel(), x.ravel()), point, direction, radius + edge + 0.1)
+    dz = z.ravel()[block[0]] - point[0]
+    dy = y.ravel()[block[1]] - point[1]
+    dx = x.ravel()[block[2]] - point[2]
     along = (dz * direction[0] + dy * direction[1]) + dx * direction[2]
     across = (dz * dz + dy * dy) + dx * dx
     across -= np.multiply(along, along, out=along)
     np.sqrt(np.maximum(across, 0, out=across), out=across)
-    return _soft_step(np.subtract(radius, across, out=across), edge)
+    occupancy = _soft_step(np.subtract(radius, across, out=across), edge)
+    region = hu[block]
+    _blend(region, occupancy, value)
+    hu[block] = region
 
 
 def _lung(
@@ -190,12 +261,12 @@ def _airways_and_vessels(
     """Vessels on every patient (bright tubes that can touch the nodule) and maybe a bronchus."""
     for direction in _unit_vectors(rng, int(rng.integers(4, 8))):
         point = rng.uniform(-20, 20, 3).tolist()
-        _blend(hu, _tube(z, y, x, point, direction, rng.uniform(0.4, 1.8)), SOFT_TISSUE)
+        _blend_tube(hu, z, y, x, point, direction, rng.uniform(0.4, 1.8), SOFT_TISSUE)
     if rng.random() < 0.5:
         point, direction = rng.uniform(-18, 18, 3).tolist(), _unit_vectors(rng, 1)[0]
         lumen = rng.uniform(1.0, 2.5)
-        _blend(hu, _tube(z, y, x, point, direction, lumen + rng.uniform(0.5, 0.9)), 0.0)
-        _blend(hu, _tube(z, y, x, point, direction, lumen), AIR)
+        _blend_tube(hu, z, y, x, point, direction, lumen + rng.uniform(0.5, 0.9), 0.0)
+        _blend_tube(hu, z, y, x, point, direction, lumen, AIR)
 
 
 def _fibonacci_sphere(n: int) -> np.ndarray:
@@ -208,6 +279,9 @@ def _fibonacci_sphere(n: int) -> np.ndarray:
 
 
 _SPHERE = _fibonacci_sphere(512)  # where a nodule's largest radius is looked for
+# exp(-110) is below half the smallest float32: a spicule's Gaussian profile, exp(-r^2 / 2w^2),
+# is 0 from r = sqrt(220) w on.
+SPICULE_REACH = math.sqrt(220)
 
 
 def _nodule(
@@ -257,11 +331,18 @@ def _nodule(
     bz, by, bx = z[box[0]], y[:, box[1]], x[:, :, box[2]]
     d = np.sqrt(bz * bz + by * by + bx * bx) + 1e-6
     occupancy = _soft_step(surface(bz / d, by / d, bx / d) - d, 0.25)
+    box_axes = (bz.ravel(), by.ravel(), bx.ravel())
     for direction, length, width in zip(spicules, spicule_len, spicule_width, strict=True):
-        along = bz * direction[0] + by * direction[1] + bx * direction[2]
-        across2 = np.maximum(d * d - along * along, 0)
-        taper = np.clip((radius * 1.1 + length - along) / (length + 1e-3), 0, 1) * (along > 0)
-        occupancy = np.maximum(occupancy, taper * np.exp(-across2 / (2 * width * width)))
+        # A spicule is 0 behind the centre and past its tip, and its profile underflows to 0
+        # (float32) beyond 14.8 widths: elsewhere its maximum with the occupancy changes nothing.
+        tip = radius * 1.1 + length
+        near = _near_segment(box_axes, direction, SPICULE_REACH * width + 0.1, (-0.1, tip + 0.1))
+        sz, sy, sx = bz[near[0]], by[:, near[1]], bx[:, :, near[2]]
+        along = sz * direction[0] + sy * direction[1] + sx * direction[2]
+        across2 = np.maximum(d[near] * d[near] - along * along, 0)
+        taper = np.clip((tip - along) / (length + 1e-3), 0, 1) * (along > 0)
+        spicule = taper * np.exp(-across2 / (2 * width * width))
+        occupancy[near] = np.maximum(occupancy[near], spicule)
     density = np.full(d.shape, solid, dtype=np.float32)
     if heterogeneity > 0:
         sigma = 0.7 / np.array([steps[0], steps[1], steps[1]])
@@ -361,14 +442,29 @@ def render_series(
     )
 
 
-def _slice_files(
-    vendor: CTVendor, patient: SyntheticPatient, series: CTSeries, stored: np.ndarray
-) -> Iterator[tuple[str, bytes]]:
-    """The series' slices, in increasing z: (file name, DICOM file bytes).
+def _file_elements(
+    patient: SyntheticPatient, series: CTSeries, pixels: np.ndarray, slice_index: int
+) -> dict[str, object]:
+    """The header elements of one slice's file that differ from file to file."""
+    z = round(series.origin[2] + slice_index * series.slice_thickness, 3)
+    return {
+        **patient_elements(patient),
+        "PixelSpacing": [series.pixel_spacing, series.pixel_spacing],
+        "SOPInstanceUID": instance_uid(patient.series_uid, slice_index),
+        "InstanceNumber": slice_index + 1,
+        "ImagePositionPatient": [series.origin[0], series.origin[1], z],
+        "SliceLocation": z,
+        "PixelData": pixels.tobytes(),
+    }
 
-    The header is encoded once per series (``DicomTemplate``); each slice encodes only the
-    elements of its own.
-    """
+
+def _dataset(
+    vendor: CTVendor,
+    patient: SyntheticPatient,
+    series: CTSeries,
+    pixels: np.ndarray,
+    slice_index: int,
+) -> FileDataset:
     ds = image_dataset(CTImageStorage, "CT", patient, vendor.manufacturer, vendor.model_name)
     ds.ConvolutionKernel = vendor.kernel_name
     ds.KVP = vendor.kvp
@@ -379,7 +475,6 @@ def _slice_files(
     ds.PatientPosition = "HFS"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.PixelSpacing = [series.pixel_spacing, series.pixel_spacing]
     ds.SliceThickness = series.slice_thickness
     ds.SpacingBetweenSlices = series.slice_thickness
     ds.RescaleIntercept = RESCALE_INTERCEPT
@@ -387,30 +482,17 @@ def _slice_files(
     ds.RescaleType = "HU"
     ds.WindowCenter = -600  # lung window
     ds.WindowWidth = 1500
-    ds.Rows, ds.Columns = stored.shape[1:]
+    ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = 16
     ds.BitsStored = vendor.bits_stored
     ds.HighBit = vendor.bits_stored - 1
     ds.PixelRepresentation = vendor.pixel_representation
-    slices = []
-    for k, pixels in enumerate(stored):
-        z = round(series.origin[2] + k * series.slice_thickness, 3)
-        slices.append(
-            {
-                "SOPInstanceUID": instance_uid(patient.series_uid, k),
-                "InstanceNumber": k + 1,
-                "ImagePositionPatient": [series.origin[0], series.origin[1], z],
-                "SliceLocation": z,
-                "PixelData": pixels.tobytes(),
-            }
-        )
-    for keyword, value in slices[0].items():
+    for keyword, value in _file_elements(patient, series, pixels, slice_index).items():
         setattr(ds, keyword, value)
-    template = DicomTemplate(ds, list(slices[0]))
-    for k, values in enumerate(slices):
-        yield f"1-{k + 1:02d}.dcm", template.encode(values)
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return ds
 
 
 def stored_values(hu: np.ndarray, vendor: CTVendor) -> np.ndarray:
@@ -441,6 +523,8 @@ class _PatientWriter:
     out: Path
     acquisitions: dict[str, dict[str, float]]
     lesion_contrast: float
+    # A vendor's files differ only in _file_elements: its header is encoded once per process.
+    templates: dict[str, DicomTemplate] = field(default_factory=dict)
 
     def __call__(self, patient: SyntheticPatient) -> dict[str, object]:
         vendor = VENDORS[patient.vendor]
@@ -449,11 +533,20 @@ class _PatientWriter:
             patient.rng, self.acquisitions[patient.vendor], malignant, self.lesion_contrast
         )
         stored = stored_values(series.hu, vendor)
+        if patient.vendor not in self.templates:
+            first = _dataset(vendor, patient, series, stored[0], 0)
+            slots = list(_file_elements(patient, series, stored[0], 0))
+            self.templates[patient.vendor] = DicomTemplate(first, slots)
+        template = self.templates[patient.vendor]
         folder = (
             self.out / "dicom" / patient.patient_id / "01-01-2000-CT CHEST" / "2.000-chest ax lung"
         )
         write_dicom_files(
-            (folder / name, data) for name, data in _slice_files(vendor, patient, series, stored)
+            (
+                folder / f"1-{k + 1:02d}.dcm",
+                template.encode(_file_elements(patient, series, pixels, k)),
+            )
+            for k, pixels in enumerate(stored)
         )
         x, y, z = series.nodule_centre
         return {
