@@ -252,7 +252,7 @@ def _lung(
     )
     texture /= texture.std()
     gradient = rng.uniform(10, 30) * y / 25
-    return (LUNG + 20 * texture + gradient).astype(np.float32)
+    return (LUNG + 20 * texture + gradient).astype(np.float32, copy=False)
 
 
 def _airways_and_vessels(
@@ -330,8 +330,14 @@ def _nodule(
     ]
     bz, by, bx = z[box[0]], y[:, box[1]], x[:, :, box[2]]
     d = np.sqrt(bz * bz + by * by + bx * bx) + 1e-6
-    occupancy = _soft_step(surface(bz / d, by / d, bx / d) - d, 0.25)
     box_axes = (bz.ravel(), by.ravel(), bx.ravel())
+    # The solid part's occupancy is 0 beyond its largest radius (exp <= 1 in the lobulation):
+    # the surface is computed only in the cube around that sphere, with margins for rounding.
+    largest = radius * (1 + abs(elongation) * 2 / 3) * (1 + sum(lobe_amp)) * 1.01 + 0.3
+    solid_box = tuple(slice(*_index_range(a, -largest, largest)) for a in box_axes)
+    sz, sy, sx, near = bz[solid_box[0]], by[:, solid_box[1]], bx[:, :, solid_box[2]], d[solid_box]
+    occupancy = np.zeros(d.shape, np.float32)
+    occupancy[solid_box] = _soft_step(surface(sz / near, sy / near, sx / near) - near, 0.25)
     for direction, length, width in zip(spicules, spicule_len, spicule_width, strict=True):
         # A spicule is 0 behind the centre and past its tip, and its profile underflows to 0
         # (float32) beyond 14.8 widths: elsewhere its maximum with the occupancy changes nothing.
@@ -372,8 +378,10 @@ def _chest_wall(
     _blend(hu, fat, FAT)
     first_rib = rng.uniform(-15, 15)
     for rib_z in (first_rib - 22, first_rib, first_rib + 22):
-        ellipse = ((depth - 5.5) / 3.5) ** 2 + ((z - rib_z) / 6.0) ** 2
-        _blend(hu, _soft_step(1 - ellipse, 0.15), BONE)
+        # 0 beyond 6.43 mm from the rib's centre in z (ellipse > 1.15): blended in that slab.
+        slab = slice(*_index_range(z.ravel(), rib_z - 6.5, rib_z + 6.5))
+        ellipse = ((depth - 5.5) / 3.5) ** 2 + ((z[slab] - rib_z) / 6.0) ** 2
+        _blend(hu[slab], _soft_step(1 - ellipse, 0.15), BONE)
 
 
 def _kernel(images: np.ndarray, acquisition: dict[str, float], pixel_spacing: float) -> np.ndarray:

@@ -130,9 +130,12 @@ def _element_bytes(tag: int, vr: str, value: object) -> bytes:
 
 def _plain_value(vr: str, value: object) -> bytes | None:
     """The value field pydicom writes for a plain value of a few VRs (padded to even length:
-    NUL for UI and bytes, a space for text and numbers); None for any other."""
+    NUL for UI and bytes, a space for text and decimal strings; UL in 4 bytes); None for any
+    other."""
     if vr in ("OB", "OW") and isinstance(value, bytes):
         return value + b"\0" if len(value) % 2 else value
+    if vr == "UL" and type(value) is int and 0 <= value < 2**32:
+        return value.to_bytes(4, "little")
     if vr == "UI" and isinstance(value, str) and value.isascii():
         text, pad = value, b"\0"
     elif vr in _PLAIN_TEXT and isinstance(value, str) and value.isascii() and "\\" not in value:
