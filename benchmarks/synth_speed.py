@@ -62,10 +62,10 @@ GENERATE = (
     + """
 import importlib, json, sys
 modality, out, patients, settings = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-generate = importlib.import_module(f"shiftlab.synth.{modality}").generate
+generator = importlib.import_module(f"shiftlab.synth.{modality}")
 started, started_cpu = time.perf_counter(), cpu()
-generate(out, patients_per_vendor=patients, **json.loads(settings))
-print(time.perf_counter() - started, cpu() - started_cpu)
+generator.generate(out, patients_per_vendor=patients, **json.loads(settings))
+print(time.perf_counter() - started, cpu() - started_cpu, generator.__file__)
 """
 )
 
@@ -91,7 +91,7 @@ for vendor, ds, slices in vendors:
             ds.InstanceNumber = k + 1
             ds.PixelData = pixels
             ds.save_as(folder / f"1-{k + 1:02d}.dcm", enforce_file_format=True)
-print(time.perf_counter() - started, cpu() - started_cpu)
+print(time.perf_counter() - started, cpu() - started_cpu, pydicom.__file__)
 """
 )
 
@@ -119,16 +119,19 @@ def unpack_old(rev: str, folder: Path) -> Path | None:
     return folder
 
 
-def child(code: str, args: list[str], pythonpath: Path) -> tuple[float, float]:
-    """The wall and CPU seconds the child reports; it runs with ``pythonpath`` first on its
-    path."""
+def child(code: str, args: list[str], pythonpath: Path, cwd: Path) -> tuple[float, float]:
+    """The wall and CPU seconds the child reports. It runs in ``cwd`` (which must not hold a
+    ``shiftlab`` package: ``python -c`` puts its working directory first on the path) with
+    ``pythonpath`` next, and says which file it ran, to make sure which generator was timed."""
     env = dict(os.environ, PYTHONPATH=str(pythonpath))
     done = subprocess.run(
-        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True
+        [sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True
     )
     if done.returncode != 0:
         raise RuntimeError(f"child failed:\n{done.stdout}\n{done.stderr}")
-    wall, cpu = done.stdout.split()[-2:]
+    wall, cpu, ran = done.stdout.split()[-3:]
+    if "shiftlab" in Path(ran).parts and not Path(ran).is_relative_to(pythonpath):
+        raise RuntimeError(f"the child ran {ran}, not the generator under {pythonpath}")
     return float(wall), float(cpu)
 
 
@@ -147,7 +150,7 @@ def measure(modality: str, args: argparse.Namespace, old: Path | None, tmp: Path
     total = 2 * args.patients
     patients = str(args.patients)
     reference = tmp / f"{modality}-reference"  # the floor's headers and sizes
-    child(GENERATE, [modality, str(reference), patients, json.dumps(settings)], REPO)
+    child(GENERATE, [modality, str(reference), patients, json.dumps(settings)], REPO, tmp)
     wall: dict[str, float] = {}
     cpu: dict[str, float] = {}
     digests: list[dict[str, str]] = []
@@ -156,11 +159,11 @@ def measure(modality: str, args: argparse.Namespace, old: Path | None, tmp: Path
         for way in ways if repeat % 2 == 0 else ways[::-1]:
             out = tmp / f"{modality}-{repeat}-{way.replace(' ', '-')}"
             if way == "floor":
-                seconds = child(FLOOR, [str(reference), str(out), patients], REPO)
+                seconds = child(FLOOR, [str(reference), str(out), patients], REPO, tmp)
             else:
                 way_settings = settings | ({"workers": 1} if way == "new 1 proc" else {})
                 code = [modality, str(out), patients, json.dumps(way_settings)]
-                seconds = child(GENERATE, code, old if way == "old" else REPO)
+                seconds = child(GENERATE, code, old if way == "old" else REPO, tmp)
                 digests.append(tree_digest(out))
             shutil.rmtree(out)
             wall[way] = min(wall.get(way, math.inf), seconds[0])
