@@ -24,7 +24,7 @@ from shiftlab.files import write_via_temporary
 
 Row = TypeVar("Row")
 # Below this many patients a set is written in one process; a worker takes patients in chunks
-# of at most PARALLEL_CHUNK (each chunk pays for encoding its vendors' headers once).
+# of at most PARALLEL_CHUNK (each chunk is one exchange with the worker).
 PARALLEL_MIN_PATIENTS = 64
 PARALLEL_CHUNK = 32
 
@@ -137,9 +137,16 @@ def write_patients(
             # fork: the workers start in milliseconds with everything imported. They are started
             # (by map) before the progress bar, whose monitor thread a fork must not copy.
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context))
-            chunk = max(1, min(PARALLEL_CHUNK, len(patients) // (4 * workers)))
-            results = pool.map(write_patient, patients, chunksize=chunk)
+            pool = stack.enter_context(
+                ProcessPoolExecutor(
+                    workers,
+                    mp_context=context,
+                    initializer=_install_writer,
+                    initargs=(write_patient,),
+                )
+            )
+            chunk = max(1, min(PARALLEL_CHUNK, len(patients) // (8 * workers)))
+            results = pool.map(_write_with_installed, patients, chunksize=chunk)
         else:
             results = map(write_patient, patients)
         progress = stack.enter_context(
@@ -150,6 +157,21 @@ def write_patients(
             rows.append(row)
             progress.update()
     return rows
+
+
+# A worker process's writer, installed once: what it keeps between patients (the headers it has
+# encoded) serves every chunk of patients the process is given.
+_installed_writer: Callable[[SyntheticPatient], object] | None = None
+
+
+def _install_writer(write_patient: Callable[[SyntheticPatient], object]) -> None:
+    global _installed_writer
+    _installed_writer = write_patient
+
+
+def _write_with_installed(patient: SyntheticPatient) -> object:
+    assert _installed_writer is not None, "a worker's writer is installed when it starts"
+    return _installed_writer(patient)
 
 
 def usable_cpus() -> int:
