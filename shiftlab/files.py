@@ -15,7 +15,8 @@ after itself. (On a file system shared by several machines a process id names a 
 machine only; the grid generates a dataset once, before any job starts.)
 
 This is the one way shiftlab replaces a file (``write_via_temporary``, ``write_text_atomic``,
-``write_bytes_atomic``): data folders, manifests, run records, caches, report tables and figures.
+``write_bytes_atomic``, and ``write_files_via_temporary`` for many files at once): data folders,
+manifests, run records, caches, report tables and figures.
 ``durable=True`` also flushes the file to disk before the rename, so a record survives a crash
 of the machine, not only of the process. (The pseudonym key is the one file created otherwise:
 it must never be replaced once it exists, so it is hard-linked into place.)

@@ -29,6 +29,7 @@ from pydicom.dataset import FileDataset
 from pydicom.uid import CTImageStorage
 from scipy.ndimage import gaussian_filter
 
+from shiftlab.files import write_files_via_temporary
 from shiftlab.synth.common import (
     SyntheticPatient,
     image_dataset,
@@ -38,7 +39,7 @@ from shiftlab.synth.common import (
     write_labels_csv,
     write_patients,
 )
-from shiftlab.synth.dicom_writer import DicomTemplate, write_dicom_files
+from shiftlab.synth.dicom_writer import DicomTemplate
 from shiftlab.synth.severity import interpolate_vendors
 
 
@@ -549,7 +550,7 @@ class _PatientWriter:
         folder = (
             self.out / "dicom" / patient.patient_id / "01-01-2000-CT CHEST" / "2.000-chest ax lung"
         )
-        write_dicom_files(
+        write_files_via_temporary(
             (
                 folder / f"1-{k + 1:02d}.dcm",
                 template.encode(_file_elements(patient, series, pixels, k)),

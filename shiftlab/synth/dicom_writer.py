@@ -4,16 +4,16 @@ never a half-written file.
 A synthetic set writes thousands of files whose headers differ in a few elements (UIDs, the
 instance number, the slice position, the pixels). ``DicomTemplate`` has pydicom encode one
 dataset as a file (``save_as(enforce_file_format=True)``) and read it back to find where those
-elements lie; each file then encodes only its own values of them (pydicom's
-``write_data_element``) between the template's bytes. The file is byte for byte the one
-``save_as`` writes for the same dataset (``tests/synth/test_dicom_writer.py``), at a fraction of
-the cost: encoding a whole dataset was most of a synthetic set's generation time.
+elements lie; each file then encodes only its own values of them between the template's bytes,
+as pydicom's ``write_data_element`` would. The file is byte for byte the one ``save_as`` writes
+for the same dataset (``tests/synth/test_dicom_writer.py``), at a fraction of the cost: encoding
+a whole dataset per file was about half of a synthetic set's generation time.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from io import BytesIO
 from pathlib import Path
 
@@ -23,9 +23,10 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
+from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
-from shiftlab.files import write_files_via_temporary, write_via_temporary
+from shiftlab.files import write_via_temporary
 
 _PREFIX = 132  # the 128-byte preamble and b"DICM"
 _GROUP_LENGTH = 0x00020000  # (0002,0000) File Meta Information Group Length, UL
@@ -50,6 +51,12 @@ class DicomTemplate:
     """
 
     def __init__(self, ds: FileDataset, slots: Sequence[str]) -> None:
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        if syntax != ExplicitVRLittleEndian:
+            raise ValueError(
+                f"a template encodes explicit VR little endian, the dataset's transfer syntax is "
+                f"{syntax!r}: set ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian"
+            )
         encoded = DicomBytesIO()
         ds.save_as(encoded, enforce_file_format=True)
         data = encoded.getvalue()
@@ -157,8 +164,3 @@ def _plain_floats(value: object) -> list[str] | None:
         return None
     numbers = [repr(number) for number in values]
     return numbers if all(len(number) <= 16 for number in numbers) else None
-
-
-def write_dicom_files(files: Iterable[tuple[Path, bytes]]) -> None:
-    """Write encoded DICOM files, each whole or not at all (``shiftlab.files``)."""
-    write_files_via_temporary(files)

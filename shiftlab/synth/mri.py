@@ -25,6 +25,7 @@ from pydicom.dataset import FileDataset
 from pydicom.uid import MRImageStorage
 from scipy.ndimage import gaussian_filter
 
+from shiftlab.files import write_files_via_temporary
 from shiftlab.synth.common import (
     SyntheticPatient,
     image_dataset,
@@ -35,7 +36,7 @@ from shiftlab.synth.common import (
     write_labels_csv,
     write_patients,
 )
-from shiftlab.synth.dicom_writer import DicomTemplate, write_dicom_files
+from shiftlab.synth.dicom_writer import DicomTemplate
 from shiftlab.synth.severity import interpolate_vendors
 
 
@@ -214,7 +215,7 @@ class _PatientWriter:
         folder = (
             self.out / "dicom" / patient.patient_id / "01-01-2000-MRI BREAST" / "3.000-ax t1 dyn"
         )
-        write_dicom_files(
+        write_files_via_temporary(
             (folder / f"1-{k + 1:02d}.dcm", template.encode(_file_elements(patient, stored[k], k)))
             for k in range(SLICES)
         )

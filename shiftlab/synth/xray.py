@@ -36,6 +36,7 @@ from pydicom.dataset import Dataset, FileDataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation
 from scipy.ndimage import gaussian_filter
 
+from shiftlab.files import write_files_via_temporary
 from shiftlab.synth.common import (
     SyntheticPatient,
     image_dataset,
@@ -48,7 +49,7 @@ from shiftlab.synth.common import (
     write_labels_csv,
     write_patients,
 )
-from shiftlab.synth.dicom_writer import DicomTemplate, write_dicom_files
+from shiftlab.synth.dicom_writer import DicomTemplate
 from shiftlab.synth.severity import interpolate_vendors
 
 
@@ -362,7 +363,7 @@ class _PatientWriter:
             self.templates[patient.vendor] = DicomTemplate(first, slots)
         data = self.templates[patient.vendor].encode(_file_elements(patient, stored))
         folder = self.out / "dicom" / patient.patient_id / "01-01-2000-CHEST PA" / "1.000-PA"
-        write_dicom_files([(folder / "1-1.dcm", data)])
+        write_files_via_temporary([(folder / "1-1.dcm", data)])
         return {"series_uid": patient.series_uid, "finding": int(finding)}
 
 
