@@ -95,8 +95,10 @@ def test_synth_speed_prints_the_rates_ratios_and_tree_verdicts(
 ) -> None:
     _script("synth_speed").main(["--quick", "--sets", "mri"])
     out = capsys.readouterr().out
-    row = _line(out, r"^  synthetic_mri ")
-    assert len(re.findall(NUMBER, row)) >= 3, row  # new 1 proc, new, floor (and old, with git)
+    rows = re.findall(r"^  synthetic_mri .*$", out, re.M)  # patients/s, then CPU per patient
+    assert len(rows) == 2, out
+    for row in rows:  # new 1 proc, new and floor, and old where git has it
+        assert len(re.findall(rf"\b{NUMBER}\b", row)) >= 3, row
     _line(out, rf"^ratio synthetic_mri: .*new/floor {NUMBER}x")
     # The old generator comes from git history; the trees compared are identical either way.
     assert re.search(r"identical \(sha256 of [0-9]+ files", _line(out, r"^trees synthetic_mri:"))
