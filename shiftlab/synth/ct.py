@@ -151,30 +151,26 @@ def _near_line(
     point: list[float],
     direction: list[float],
     reach: float,
-    along: tuple[float, float] = (-math.inf, math.inf),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A block of a grid that holds every voxel within ``reach`` mm of a line, as index arrays.
 
     ``axes`` are the grid's increasing (z, y, x) coordinates; the line passes through ``point``
-    along the unit ``direction``, from ``along[0]`` to ``along[1]`` mm past the point. The block
-    is cut in slabs across the axis the line runs most along: in each, the box around the line's
-    elliptic cross-section, one voxel wider on each side, every slab's box the same size. The
-    index arrays (z, y, x) broadcast to the block's shape and never name a voxel twice.
+    along the unit ``direction``. The block is cut in slabs across the axis the line runs most
+    along: in each, the box around the line's elliptic cross-section, one voxel wider on each
+    side, every slab's box the same size. The index arrays (z, y, x) broadcast to the block's
+    shape and never name a voxel twice.
     """
     a = int(np.argmax(np.abs(direction)))
     b, c = (i for i in range(3) if i != a)
     da = direction[a]
-    # The slabs: the segment's extent along axis a, and its end discs' reach beyond it.
-    ends = sorted((point[a] + along[0] * da, point[a] + along[1] * da))
-    side = reach * math.sqrt(max(1 - da * da, 0.0))
-    slabs = np.arange(*_index_range(axes[a], ends[0] - side, ends[1] + side))
-    t = (axes[a][slabs].astype(np.float64) - point[a]) / da  # where the line crosses each slab
+    slabs = np.arange(axes[a].size)
+    t = (axes[a].astype(np.float64) - point[a]) / da  # where the line crosses each slab
     index = {a: slabs[:, None, None]}
     for axis, other, shape in ((b, c, (-1, 1)), (c, b, (1, -1))):
         half = reach * math.sqrt(max(1 - direction[other] ** 2, 0.0)) / abs(da)
         centre = point[axis] + t * direction[axis]
         lo, hi = _index_range(axes[axis], centre - half, centre + half)
-        size = min(int((hi - lo).max(initial=0)), axes[axis].size)
+        size = min(int((hi - lo).max()), axes[axis].size)
         lo = np.clip(lo, 0, axes[axis].size - size)
         index[axis] = (lo[:, None] + np.arange(size)).reshape(len(slabs), *shape)
     return index[0], index[1], index[2]
