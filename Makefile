@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: help install lock synth train calibrate bench bench-step bench-startup bench-grid \
-	bench-memory bench-loader study-hours report test test-slow test-slurm lint docs clean
+	bench-memory bench-loader bench-synth study-hours report test test-slow test-slurm lint docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ bench-memory: $(STAMP)  ## peak memory of a run at 1x and 4x the dataset (a few 
 
 bench-loader: $(STAMP)  ## DataLoader images/s, per-sample vs batch-wise reads
 	$(BIN)/python benchmarks/loader_throughput.py
+
+bench-synth: $(STAMP)  ## synthetic generation: patients/s against the old generator and pydicom alone
+	$(BIN)/python benchmarks/synth_speed.py
 
 study-hours: $(STAMP)  ## GPU-hours of the whole study from the measured GPU tables
 	$(BIN)/python benchmarks/study_gpu_hours.py

@@ -15,7 +15,8 @@ after itself. (On a file system shared by several machines a process id names a 
 machine only; the grid generates a dataset once, before any job starts.)
 
 This is the one way shiftlab replaces a file (``write_via_temporary``, ``write_text_atomic``,
-``write_bytes_atomic``): data folders, manifests, run records, caches, report tables and figures.
+``write_bytes_atomic``, and ``write_files_via_temporary`` for many files at once): data folders,
+manifests, run records, caches, report tables and figures.
 ``durable=True`` also flushes the file to disk before the rename, so a record survives a crash
 of the machine, not only of the process. (The pseudonym key is the one file created otherwise:
 it must never be replaced once it exists, so it is hard-linked into place.)
@@ -25,10 +26,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 _TEMPORARY = re.compile(r"\.tmp(\.[A-Za-z0-9]+){0,2}$")
+# A temporary name with the id of its writing process: ``<name>.<pid>.tmp[<extension>]``.
+_WRITER = re.compile(r"\.(\d+)\.tmp(\.[A-Za-z0-9]+)?$")
 
 
 def is_temporary(name: str) -> bool:
@@ -76,6 +79,26 @@ def write_via_temporary(
     return path
 
 
+def write_files_via_temporary(files: Iterable[tuple[Path, bytes]]) -> None:
+    """Write each ``(path, data)`` whole, as ``write_bytes_atomic`` does, for many files in a few
+    folders: each folder is made, and cleared of the temporaries of writers no longer alive, once
+    instead of once per file (a listing per file costs more as the folder fills)."""
+    ready: set[Path] = set()
+    for path, data in files:
+        path = Path(path)
+        if path.parent not in ready:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_in(path.parent)
+            ready.add(path.parent)
+        temporary = temporary_path(path)
+        try:
+            temporary.write_bytes(data)
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)  # a write that failed leaves nothing behind
+            raise
+
+
 def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> Path:
     """Write ``text`` to ``path`` whole, flushed to disk (run records, report tables)."""
     return write_via_temporary(
@@ -103,6 +126,13 @@ def _remove_stale(path: Path, extension: str) -> None:
     pattern = re.compile(re.escape(stem) + r"\.(\d+)\.tmp" + re.escape(extension))
     for candidate in path.parent.iterdir():
         found = pattern.fullmatch(candidate.name)
+        if found and not _alive(int(found[1])):
+            candidate.unlink(missing_ok=True)
+
+
+def _remove_stale_in(folder: Path) -> None:
+    for candidate in folder.iterdir():
+        found = _WRITER.search(candidate.name)
         if found and not _alive(int(found[1])):
             candidate.unlink(missing_ok=True)
 

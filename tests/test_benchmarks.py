@@ -88,3 +88,17 @@ def test_study_gpu_hours_prints_both_estimates(capsys: pytest.CaptureFixture[str
         assert re.search(rf"on 1 GPU {NUMBER} days, on 8 GPUs {NUMBER} h$", line), line
     for preset in ("mri_breast", "ct_head", "xray_mammo"):
         assert re.search(rf"^{preset}\s", out, re.M), preset
+
+
+def test_synth_speed_prints_the_rates_ratios_and_tree_verdicts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _script("synth_speed").main(["--quick", "--sets", "mri"])
+    out = capsys.readouterr().out
+    rows = re.findall(r"^  synthetic_mri .*$", out, re.M)  # patients/s, then CPU per patient
+    assert len(rows) == 2, out
+    for row in rows:  # new 1 proc, new and floor, and old where git has it
+        assert len(re.findall(rf"\b{NUMBER}\b", row)) >= 3, row
+    _line(out, rf"^ratio synthetic_mri: .*new/floor {NUMBER}x")
+    # The old generator comes from git history; the trees compared are identical either way.
+    assert re.search(r"identical \(sha256 of [0-9]+ files", _line(out, r"^trees synthetic_mri:"))

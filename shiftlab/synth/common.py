@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import hashlib
-from collections.abc import Collection, Iterator, Sequence
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
@@ -14,6 +21,12 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from tqdm import tqdm
 
 from shiftlab.files import write_via_temporary
+
+Row = TypeVar("Row")
+# Below this many patients a set is written in one process; a worker takes patients in chunks
+# of at most PARALLEL_CHUNK (each chunk is one exchange with the worker).
+PARALLEL_MIN_PATIENTS = 64
+PARALLEL_CHUNK = 32
 
 
 def seeded_rng(seed: int, *keys: object) -> np.random.Generator:
@@ -39,6 +52,20 @@ def write_labels_csv(out_dir: Path, rows: Sequence[dict], fieldnames: Sequence[s
     return write_csv(Path(out_dir) / "labels.csv", rows, fieldnames)
 
 
+@functools.lru_cache(maxsize=8)
+def unit_grid(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """An n x n image's coordinates in [-1, 1]: y down a column (n, 1), x along a row (1, n).
+
+    The values of ``np.mgrid``'s full grids, made once per size; broadcast against each other
+    where an image needs both, and a term of one coordinate only is computed once per row or
+    column. Read-only: every image shares them.
+    """
+    y, x = np.mgrid[-1 : 1 : n * 1j, -1 : 1 : n * 1j]
+    y, x = y[:, :1].copy(), x[:1, :].copy()
+    y.flags.writeable = x.flags.writeable = False
+    return y, x
+
+
 @dataclass(frozen=True)
 class SyntheticPatient:
     """One patient to write: its vendor, its own random stream, its identifiers."""
@@ -58,26 +85,26 @@ def synthetic_patients(
     seed: int,
     severity: float,
     lesion_contrast: float,
-    desc: str,
-) -> Iterator[SyntheticPatient]:
-    """Every patient of a synthetic set, vendor by vendor, with a progress bar.
+) -> list[SyntheticPatient]:
+    """Every patient of a synthetic set, vendor by vendor.
 
     A patient's random stream depends only on (seed, vendor, index), so a patient is the same
-    whatever else is generated. UIDs also depend on severity and contrast: other settings are
-    other acquisitions, as on a scanner, and never collide with this set's.
+    whatever else is generated, and whichever process writes it. UIDs also depend on severity
+    and contrast: other settings are other acquisitions, as on a scanner, and never collide with
+    this set's.
     """
     if patients_per_vendor < 1:
         raise ValueError(f"patients_per_vendor must be >= 1, got {patients_per_vendor}")
     unknown = set(vendors) - set(known_vendors)
     if unknown:
         raise ValueError(f"unknown vendors {sorted(unknown)}; choose from {sorted(known_vendors)}")
-    total = patients_per_vendor * len(vendors)
-    with tqdm(total=total, desc=desc, unit="patient", leave=False) as progress:
-        for vendor in vendors:
-            for i in range(patients_per_vendor):
-                patient_id = f"SYN_{vendor.upper()}_{i:04d}"
-                settings = [str(seed), str(severity), str(lesion_contrast), patient_id]
-                yield SyntheticPatient(
+    patients = []
+    for vendor in vendors:
+        for i in range(patients_per_vendor):
+            patient_id = f"SYN_{vendor.upper()}_{i:04d}"
+            settings = [str(seed), str(severity), str(lesion_contrast), patient_id]
+            patients.append(
+                SyntheticPatient(
                     vendor=vendor,
                     index=i,
                     rng=seeded_rng(seed, vendor, i),
@@ -85,7 +112,73 @@ def synthetic_patients(
                     study_uid=generate_uid(entropy_srcs=[*settings, "study"]),
                     series_uid=generate_uid(entropy_srcs=[*settings, "series"]),
                 )
-                progress.update()
+            )
+    return patients
+
+
+def write_patients(
+    write_patient: Callable[[SyntheticPatient], Row],
+    patients: Sequence[SyntheticPatient],
+    desc: str,
+    workers: int | None = None,
+) -> list[Row]:
+    """``write_patient(patient)`` for every patient, results in order, with a progress bar.
+
+    ``workers`` processes share the patients (default: every CPU this process may use); each
+    patient draws from its own random stream, so its files are the same whichever process
+    writes them. A set smaller than ``PARALLEL_MIN_PATIENTS`` is written here: starting the
+    processes would cost more than it saves.
+    """
+    workers = usable_cpus() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(patients) >= PARALLEL_MIN_PATIENTS:
+            # fork: the workers start in milliseconds with everything imported. They are started
+            # (by map) before the progress bar, whose monitor thread a fork must not copy.
+            context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+            pool = stack.enter_context(
+                ProcessPoolExecutor(
+                    workers,
+                    mp_context=context,
+                    initializer=_install_writer,
+                    initargs=(write_patient,),
+                )
+            )
+            chunk = max(1, min(PARALLEL_CHUNK, len(patients) // (8 * workers)))
+            results = pool.map(_write_with_installed, patients, chunksize=chunk)
+        else:
+            results = map(write_patient, patients)
+        progress = stack.enter_context(
+            tqdm(total=len(patients), desc=desc, unit="patient", leave=False)
+        )
+        rows = []
+        for row in results:
+            rows.append(row)
+            progress.update()
+    return rows
+
+
+# A worker process's writer, installed once: what it keeps between patients (the headers it has
+# encoded) serves every chunk of patients the process is given.
+_installed_writer: Callable[[SyntheticPatient], object] | None = None
+
+
+def _install_writer(write_patient: Callable[[SyntheticPatient], object]) -> None:
+    global _installed_writer
+    _installed_writer = write_patient
+
+
+def _write_with_installed(patient: SyntheticPatient) -> object:
+    assert _installed_writer is not None, "a worker's writer is installed when it starts"
+    return _installed_writer(patient)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def image_dataset(
@@ -101,21 +194,34 @@ def image_dataset(
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = sop_class_uid
-    ds.StudyInstanceUID = patient.study_uid
-    ds.SeriesInstanceUID = patient.series_uid
-    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[patient.study_uid, "frame"])
     ds.Modality = modality
     ds.Manufacturer = manufacturer
     ds.ManufacturerModelName = model_name
-    ds.PatientID = patient.patient_id
     ds.PatientName = "Synthetic^Patient"
+    for keyword, value in patient_elements(patient).items():
+        setattr(ds, keyword, value)
     ds.StudyDate = "20000101"
     return ds
 
 
+def patient_elements(patient: SyntheticPatient) -> dict[str, str]:
+    """The header elements that name a patient, its study and its series."""
+    return {
+        "PatientID": patient.patient_id,
+        "StudyInstanceUID": patient.study_uid,
+        "SeriesInstanceUID": patient.series_uid,
+        "FrameOfReferenceUID": generate_uid(entropy_srcs=[patient.study_uid, "frame"]),
+    }
+
+
+def instance_uid(series_uid: str, index: int) -> str:
+    """The SOP instance UID of the ``index``-th image of a series."""
+    return generate_uid(entropy_srcs=[series_uid, str(index)])
+
+
 def set_instance(ds: FileDataset, series_uid: str, index: int) -> None:
     """Give ``ds`` the SOP instance UID and number of the ``index``-th image of its series."""
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[series_uid, str(index)])
+    ds.file_meta.MediaStorageSOPInstanceUID = instance_uid(series_uid, index)
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
     ds.InstanceNumber = index + 1
 

@@ -17,7 +17,7 @@ gives identical vendors. The magnitudes are set by design, not produced by physi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +25,18 @@ from pydicom.dataset import FileDataset
 from pydicom.uid import MRImageStorage
 from scipy.ndimage import gaussian_filter
 
+from shiftlab.files import write_files_via_temporary
 from shiftlab.synth.common import (
     SyntheticPatient,
     image_dataset,
-    set_instance,
+    instance_uid,
+    patient_elements,
     synthetic_patients,
+    unit_grid,
     write_labels_csv,
+    write_patients,
 )
-from shiftlab.synth.dicom_writer import write_dicom_atomic
+from shiftlab.synth.dicom_writer import DicomTemplate
 from shiftlab.synth.severity import interpolate_vendors
 
 
@@ -104,7 +108,7 @@ def render_series(
 ) -> np.ndarray:
     """Magnitude images (slices, matrix, matrix), roughly in [0, 1]."""
     n = matrix
-    y, x = np.mgrid[-1 : 1 : n * 1j, -1 : 1 : n * 1j]
+    y, x = unit_grid(n)  # a column and a row: broadcast, they give every pixel
     ax, ay = rng.uniform(0.8, 0.95), rng.uniform(1.2, 1.45)
     breast = ((x / ax) ** 2 + ((y + 0.55) / ay) ** 2 < 1) & (y > -0.55)
     chest = (y > -0.78) & (y <= -0.55) & (np.abs(x) < 0.97)
@@ -145,11 +149,25 @@ def render_series(
     return np.clip(magnitude, 0, None) ** acquisition["gamma"]
 
 
+def _file_elements(
+    patient: SyntheticPatient, pixels: np.ndarray, slice_index: int
+) -> dict[str, object]:
+    """The header elements of one slice's file that differ from file to file."""
+    z = slice_index * SLICE_THICKNESS_MM - SLICE_THICKNESS_MM
+    return {
+        **patient_elements(patient),
+        "SOPInstanceUID": instance_uid(patient.series_uid, slice_index),
+        "InstanceNumber": slice_index + 1,
+        "ImagePositionPatient": [-FIELD_OF_VIEW_MM / 2, -FIELD_OF_VIEW_MM / 2, z],
+        "SliceLocation": z,
+        "PixelData": pixels.astype(np.uint16).tobytes(),
+    }
+
+
 def _dataset(
     vendor: MRIVendor, patient: SyntheticPatient, pixels: np.ndarray, slice_index: int
 ) -> FileDataset:
     ds = image_dataset(MRImageStorage, "MR", patient, vendor.manufacturer, vendor.model_name)
-    set_instance(ds, patient.series_uid, slice_index)
     ds.MagneticFieldStrength = vendor.field_strength
     ds.StudyDescription = "MRI BREAST BILATERAL"
     ds.SeriesDescription = "ax t1 dyn post"
@@ -157,10 +175,7 @@ def _dataset(
     spacing = FIELD_OF_VIEW_MM / pixels.shape[0]
     ds.PixelSpacing = [spacing, spacing]
     ds.SliceThickness = SLICE_THICKNESS_MM
-    z = slice_index * SLICE_THICKNESS_MM - SLICE_THICKNESS_MM
-    ds.ImagePositionPatient = [-FIELD_OF_VIEW_MM / 2, -FIELD_OF_VIEW_MM / 2, z]
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.SliceLocation = z
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -168,8 +183,43 @@ def _dataset(
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    for keyword, value in _file_elements(patient, pixels, slice_index).items():
+        setattr(ds, keyword, value)
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     return ds
+
+
+@dataclass(frozen=True)
+class _PatientWriter:
+    """Renders one patient's series, writes its files and returns its row of ``labels.csv``."""
+
+    out: Path
+    acquisitions: dict[str, dict[str, float]]
+    lesion_contrast: float
+    # A vendor's files differ only in _file_elements: its header is encoded once per process.
+    templates: dict[str, DicomTemplate] = field(default_factory=dict)
+
+    def __call__(self, patient: SyntheticPatient) -> dict[str, object]:
+        vendor = VENDORS[patient.vendor]
+        rng = patient.rng
+        lesion = bool(rng.random() < LESION_PREVALENCE)
+        images = render_series(
+            rng, self.acquisitions[patient.vendor], vendor.matrix, lesion, self.lesion_contrast
+        )
+        stored = np.clip(np.round(images * vendor.stored_max), 0, 65535)
+        if patient.vendor not in self.templates:
+            first = _dataset(vendor, patient, stored[0], 0)
+            slots = list(_file_elements(patient, stored[0], 0))
+            self.templates[patient.vendor] = DicomTemplate(first, slots)
+        template = self.templates[patient.vendor]
+        folder = (
+            self.out / "dicom" / patient.patient_id / "01-01-2000-MRI BREAST" / "3.000-ax t1 dyn"
+        )
+        write_files_via_temporary(
+            (folder / f"1-{k + 1:02d}.dcm", template.encode(_file_elements(patient, stored[k], k)))
+            for k in range(SLICES)
+        )
+        return {"series_uid": patient.series_uid, "lesion": int(lesion)}
 
 
 def generate(
@@ -179,33 +229,22 @@ def generate(
     seed: int = 0,
     lesion_contrast: float = 0.45,
     vendors: tuple[str, ...] = ("ge", "siemens"),
+    workers: int | None = None,
 ) -> Path:
     """Write ``out_dir/dicom/<PatientID>/<study>/<series>/1-0k.dcm`` and ``out_dir/labels.csv``.
 
-    Deterministic from ``seed``: the same arguments give the same pixels and UIDs. Patients are
-    written in the TCIA folder layout; ``labels.csv`` has one row per series (series_uid, lesion).
+    Deterministic from ``seed``: the same arguments give the same pixels and UIDs, with any
+    number of ``workers`` (processes; default: every usable CPU). Patients are written in the
+    TCIA folder layout; ``labels.csv`` has one row per series (series_uid, lesion).
     """
     out = Path(out_dir)
     acquisitions = interpolate_vendors(
         {name: vendor.acquisition for name, vendor in VENDORS.items()}, severity
     )
-    rows = []
     patients = synthetic_patients(
-        VENDORS, vendors, patients_per_vendor, seed, severity, lesion_contrast, "synthetic MRI"
+        VENDORS, vendors, patients_per_vendor, seed, severity, lesion_contrast
     )
-    for patient in patients:
-        vendor = VENDORS[patient.vendor]
-        rng = patient.rng
-        lesion = bool(rng.random() < LESION_PREVALENCE)
-        images = render_series(
-            rng, acquisitions[patient.vendor], vendor.matrix, lesion, lesion_contrast
-        )
-        stored = np.clip(np.round(images * vendor.stored_max), 0, 65535)
-        folder = out / "dicom" / patient.patient_id / "01-01-2000-MRI BREAST" / "3.000-ax t1 dyn"
-        for k in range(SLICES):
-            write_dicom_atomic(
-                _dataset(vendor, patient, stored[k], k), folder / f"1-{k + 1:02d}.dcm"
-            )
-        rows.append({"series_uid": patient.series_uid, "lesion": int(lesion)})
+    writer = _PatientWriter(out, acquisitions, lesion_contrast)
+    rows = write_patients(writer, patients, "synthetic MRI", workers)
     write_labels_csv(out, rows, ["series_uid", "lesion"])
     return out
