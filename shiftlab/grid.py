@@ -219,7 +219,8 @@ def expand(loader: ConfigLoader, overrides: Sequence[str]) -> tuple[DictConfig, 
     )
     params = master.hydra.sweeper.get("params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()]
-    arguments += list(master.hydra.overrides.task)
+    # Not resolved: an override's value may be an interpolation, which each job resolves.
+    arguments += OmegaConf.to_container(master.hydra.overrides.task)
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
     return master, sweep_jobs(parsed)
 
