@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: help install lock synth train calibrate bench bench-step bench-startup bench-grid \
-	bench-memory bench-loader bench-synth study-hours report test test-slow test-slurm lint docs clean
+	bench-plan bench-memory bench-loader bench-synth study-hours report test test-slow test-slurm \
+	lint docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -53,6 +54,9 @@ bench-startup: $(STAMP)  ## the fixed cost of one run, part by part
 
 bench-grid: $(STAMP)  ## the smoke grid with 1 vs 2 parallel workers
 	$(BIN)/python benchmarks/grid_workers.py
+
+bench-plan: $(STAMP)  ## grid dry-run and status: noise (980 runs) vs the smoke grid (12)
+	$(BIN)/python benchmarks/grid_planning.py
 
 bench-memory: $(STAMP)  ## peak memory of a run at 1x and 4x the dataset (a few minutes)
 	$(BIN)/python benchmarks/memory_scaling.py

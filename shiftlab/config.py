@@ -30,6 +30,13 @@ def dataset_root(name: str, *, _root_: DictConfig) -> str:
     return f"{data_dir}/twins/{name}" if _root_.get("twin", False) else f"{data_dir}/{name}"
 
 
+# What the resolvers that read the config's root (``_root_``) read of it, by dotted key. The fast
+# planner (shiftlab.planning) resolves an interpolation that calls one again only for a job that
+# changes one of these keys; a resolver missing here counts as reading everything. Keep this in
+# step with the resolver's code.
+ROOT_READS = {"dataset_root": ("paths.data_dir", "twin")}
+
+
 def _visible_gpu_count() -> int:
     from shiftlab.runs.gpu_slots import (
         visible_gpus,  # the launcher's business, imported only when asked

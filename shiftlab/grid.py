@@ -10,7 +10,9 @@ the resumable sweeper (a Hydra plugin: hydra_plugins/shiftlab_plugins/resumable_
 expands the grid as Hydra's basic sweeper does, leaves out runs that are done or held by a live
 process, and hands the rest to the launcher; an incomplete run resumes from its last checkpoint
 (``shiftlab.train``). Its planning is here (``launch_plan``); the same planning, without
-launching, is what ``status`` and ``dry-run`` print. Run states and the lock of a run in flight
+launching, is what ``status`` and ``dry-run`` print. Each job's run directory comes from
+``shiftlab.planning``, which composes one configuration per combination of config groups rather
+than one per job. Run states and the lock of a run in flight
 are ``shiftlab.runs.states``; one GPU per worker is ``shiftlab.runs.gpu_slots``; the SLURM
 launcher and script are ``shiftlab.runs.slurm_launcher``, checked against the cluster by
 ``shiftlab.runs.slurm``.
@@ -20,13 +22,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import logging
 import shlex
+import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.global_hydra import GlobalHydra
@@ -35,7 +40,9 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
+from shiftlab import planning
 from shiftlab.config import CONF_DIR
 from shiftlab.errors import ShiftlabError, exit_on_user_error
 from shiftlab.extras import require_launcher
@@ -46,7 +53,6 @@ from shiftlab.runs.states import (
     STATES,
     describe,
     failures,
-    job_run_dir,
     lock_holder,
     run_state,
     slurm_job,
@@ -63,7 +69,15 @@ class Job:
     overrides: tuple[str, ...]
     run_dir: Path
     state: str
-    config: DictConfig = field(compare=False, repr=False)
+    # The run's settings as its hash reads them (shiftlab.identity.settings: paths masked).
+    settings: dict[str, Any] = field(compare=False, repr=False)
+    compose: Callable[[], DictConfig] = field(compare=False, repr=False)
+
+    @functools.cached_property
+    def config(self) -> DictConfig:
+        """The job's whole configuration, composed by Hydra as the launcher will compose it:
+        0.1 s, which planning does not spend."""
+        return self.compose()
 
     def describe(self) -> str:
         shown = [o for o in self.overrides if not o.startswith(("paths.", "hydra.", "experiment="))]
@@ -71,13 +85,20 @@ class Job:
 
 
 def plan(loader: ConfigLoader, master: DictConfig, jobs: Sequence[Sequence[str]]) -> list[Job]:
-    """Each job's run directory (as the launcher will compose it) and its state."""
-    planned = []
-    for overrides in jobs:
-        job_config = loader.load_sweep_config(master, list(overrides))
-        run_dir = job_run_dir(job_config)
-        planned.append(Job(tuple(overrides), run_dir, run_state(run_dir), job_config))
-    return planned
+    """Each job's run directory (as the launcher will compose it) and its state.
+
+    A progress bar on the terminal (stderr) when planning takes more than a second."""
+    bar = tqdm(jobs, "planning", unit=" runs", file=sys.stderr, delay=1, leave=False, disable=None)
+    found = planning.plan(loader, master, bar)
+    bar.close()
+    return [
+        Job(tuple(overrides), job.run_dir, run_state(job.run_dir), job.settings, job.compose)
+        for overrides, job in zip(jobs, found, strict=True)
+    ]
+
+
+def _paths_overrides(job: Job) -> tuple[str, ...]:
+    return tuple(o for o in job.overrides if o.lstrip("+~").startswith("paths"))
 
 
 def prepare_data(jobs: Sequence[Job]) -> None:
@@ -88,11 +109,17 @@ def prepare_data(jobs: Sequence[Job]) -> None:
     """
     from shiftlab.data.prepare import ensure_manifest
 
-    seen: set[str] = set()
+    seen: set[tuple[Any, ...]] = set()
     for job in jobs:
-        manifest_dir = str(job.config.dataset.manifest_dir)
-        if manifest_dir not in seen:
-            seen.add(manifest_dir)
+        # Jobs with the same manifest folder in their settings (paths masked) and the same paths
+        # overrides share it: a run's paths come from the paths group, its overrides and the
+        # environment. A paths override that interpolates may differ by job.
+        paths = _paths_overrides(job)
+        where = (str((job.settings.get("dataset") or {}).get("manifest_dir")), paths)
+        if any("$" in o for o in paths):
+            where = (where, job.overrides)
+        if where not in seen:
+            seen.add(where)
             ensure_manifest(job.config)
 
 
@@ -162,7 +189,9 @@ def launch_plan(
     """
     with grid_errors():
         check_writable(master.hydra.sweep.dir)
-    planned = plan(loader, master, sweep_jobs(overrides))
+    jobs = sweep_jobs(overrides)
+    log.info(f"planning {len(jobs)} runs")
+    planned = plan(loader, master, jobs)
     starting = to_start(planned)
     log.info(f"{len(planned)} runs: {counts(planned)}; starting {len(starting)}")
     for job in planned:
@@ -219,14 +248,17 @@ def expand(loader: ConfigLoader, overrides: Sequence[str]) -> tuple[DictConfig, 
     )
     params = master.hydra.sweeper.get("params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()]
-    arguments += list(master.hydra.overrides.task)
+    # Not resolved: an override's value may be an interpolation, which each job resolves.
+    arguments += OmegaConf.to_container(master.hydra.overrides.task)
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
     return master, sweep_jobs(parsed)
 
 
 def grid(overrides: Sequence[str]) -> tuple[DictConfig, list[Job]]:
+    """The grid's master config and its jobs, planned; says on stderr what it plans."""
     with config_loader() as loader:
         master, jobs = expand(loader, overrides)
+        print(f"planning {_title(master, overrides)}: {len(jobs)} runs", file=sys.stderr)
         return master, plan(loader, master, jobs)
 
 

@@ -31,17 +31,30 @@ NOT_SETTINGS = ("hydra", "paths", "logger", "launcher")
 DISPLAY_ONLY = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps")
 
 
-def settings(cfg: DictConfig) -> dict[str, Any]:
+def settings_template(cfg: DictConfig) -> DictConfig:
+    """The settings before they are resolved: ``cfg`` without Hydra's, the logger's and the
+    launcher's settings, and with every path masked (``<data_dir>`` …)."""
     raw = OmegaConf.to_container(cfg, resolve=False)
     # Dropped before resolving: nothing interpolates them, and the launcher's settings may ask
     # the machine (its GPU count), which a run's identity must not depend on.
     for key in ("hydra", "logger", "launcher"):
         raw.pop(key, None)
     raw["paths"] = {key: f"<{key}>" for key in raw.get("paths", {})}
-    resolved = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
-    for key in DISPLAY_ONLY:
-        resolved.get("trainer", {}).pop(key, None)
-    return {key: value for key, value in resolved.items() if key not in NOT_SETTINGS}
+    return OmegaConf.create(raw)
+
+
+def settings_of(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The settings from the resolved ``settings_template``, less what only changes the display.
+    ``resolved`` is left as it is."""
+    values = {key: value for key, value in resolved.items() if key not in NOT_SETTINGS}
+    trainer = values.get("trainer")
+    if trainer is not None:
+        values["trainer"] = {k: v for k, v in trainer.items() if k not in DISPLAY_ONLY}
+    return values
+
+
+def settings(cfg: DictConfig) -> dict[str, Any]:
+    return settings_of(OmegaConf.to_container(settings_template(cfg), resolve=True))
 
 
 # How ``optim`` read before it named its class (shiftlab 0.1.0): Adam's ``lr`` and
@@ -209,6 +222,11 @@ def hashed_settings(values: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in values.items() if k != "scheduler"}, "optim": old}
 
 
-def settings_hash(cfg: DictConfig) -> str:
-    text = json.dumps(hashed_settings(settings(cfg)), sort_keys=True, default=str)
+def hash_of(values: dict[str, Any]) -> str:
+    """The settings hash of ``settings``' values."""
+    text = json.dumps(hashed_settings(values), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def settings_hash(cfg: DictConfig) -> str:
+    return hash_of(settings(cfg))

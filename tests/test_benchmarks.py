@@ -73,6 +73,14 @@ def test_grid_workers_prints_the_ratio(capsys: pytest.CaptureFixture[str]) -> No
     _line(out, rf"^ratio 1 worker \([0-9]+ threads?\) / 2 workers \(1 thread each\): {NUMBER}x")
 
 
+def test_grid_planning_prints_the_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    _script("grid_planning").main(["--quick"])
+    out = capsys.readouterr().out
+    for command in ("dry-run", "status"):
+        assert "84 missing" in _line(out, rf"^  {command}\s+smoke_noise\s+{NUMBER} s, first line")
+        _line(out, rf"^ratio smoke_noise / smoke_paper_grid, {command}: {NUMBER}x")
+
+
 def test_memory_scaling_prints_the_ratio(capsys: pytest.CaptureFixture[str]) -> None:
     _script("memory_scaling").main(["--quick"])
     out = capsys.readouterr().out

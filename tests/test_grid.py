@@ -84,6 +84,17 @@ def test_presets_expand_to_their_documented_job_counts(preset: str, tmp_path: Pa
         assert master.scheduler._target_ is None, "a constant learning rate"
 
 
+def test_overrides_reach_the_jobs_as_given(tmp_path: Path) -> None:
+    """An interpolation on the command line reaches each job as written, as the sweeper hands it
+    to the launcher: each job resolves it, not the grid's own config (whose dataset is the
+    default)."""
+    _, jobs = grid.grid(
+        ["experiment=smoke_paper_grid", "seed=0", "+tag=${dataset.name}", *places(tmp_path)]
+    )
+    assert [job.config.tag for job in jobs] == [job.config.dataset.name for job in jobs]
+    assert len({job.config.tag for job in jobs}) == 3
+
+
 def sweep(preset: str) -> dict[str, str]:
     return dict(expand(f"experiment={preset}")[0].hydra.sweeper.params)
 

@@ -30,14 +30,14 @@ def runs_of_grid(overrides: Sequence[str]) -> tuple[list[Run], Path, Path, str]:
     runs = []
     for job in jobs:
         run = load_run(job.run_dir, job.state)
-        if not run.config:  # never started: say which run it is from the grid's own config
-            job_config = job.config
+        if not run.config:  # never started: say which run it is from its planned settings
+            values = job.settings
             run.config = {
-                "dataset": {"name": job_config.dataset.name},
-                "source": job_config.source,
-                "target": job_config.target,
-                "seed": job_config.seed,
-                "shift": {"label": job_config.shift.label},
+                "dataset": {"name": values["dataset"]["name"]},
+                "source": values["source"],
+                "target": values["target"],
+                "seed": values["seed"],
+                "shift": {"label": values["shift"]["label"]},
             }
         runs.append(run)
     return runs, Path(master.hydra.sweep.dir), Path(master.paths.output_dir), grid_name(master)

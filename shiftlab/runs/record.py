@@ -15,13 +15,15 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from shiftlab.errors import ShiftlabError
 from shiftlab.files import remove_temporaries, write_text_atomic
+
+if TYPE_CHECKING:  # the grid's command line imports this module and needs no pandas
+    import pandas as pd
 
 DONE = "done"
 ATTEMPTS = "attempts.json"
