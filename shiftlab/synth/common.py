@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,6 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from tqdm import tqdm
 
 from shiftlab.files import write_via_temporary
+from shiftlab.synth.dicom_writer import DicomTemplate
 
 Row = TypeVar("Row")
 # Below this many patients a set is written in one process; a worker takes patients in chunks
@@ -241,3 +242,24 @@ def set_grey_pixels(
     ds.RescaleIntercept = 0
     ds.RescaleSlope = 1
     ds.PixelData = stored.astype(np.uint16).tobytes()
+
+
+@dataclass(frozen=True)
+class PatientWriter:
+    """What each set's patient writer holds: where to write, each vendor's acquisition, the
+    lesion contrast, and each vendor's header template, encoded once per process."""
+
+    out: Path
+    acquisitions: dict[str, dict[str, float]]
+    lesion_contrast: float
+    # A vendor's files differ only in their slots: its header is encoded once per process.
+    templates: dict[str, DicomTemplate] = field(default_factory=dict)
+
+    def template(
+        self, vendor: str, first_file: Callable[[], tuple[FileDataset, list[str]]]
+    ) -> DicomTemplate:
+        """The vendor's template, made on first use from ``first_file()``: its first file's
+        dataset and the keywords of the elements that change from file to file."""
+        if vendor not in self.templates:
+            self.templates[vendor] = DicomTemplate(*first_file())
+        return self.templates[vendor]

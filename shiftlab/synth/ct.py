@@ -21,7 +21,7 @@ stay each vendor's own. The magnitudes are set by design, not produced by physic
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from scipy.ndimage import gaussian_filter
 
 from shiftlab.files import write_files_via_temporary
 from shiftlab.synth.common import (
+    PatientWriter,
     SyntheticPatient,
     image_dataset,
     instance_uid,
@@ -39,7 +40,6 @@ from shiftlab.synth.common import (
     write_labels_csv,
     write_patients,
 )
-from shiftlab.synth.dicom_writer import DicomTemplate
 from shiftlab.synth.severity import interpolate_vendors
 
 
@@ -522,14 +522,8 @@ def vendor_acquisition(vendor_name: str, severity: float) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
-class _PatientWriter:
+class _PatientWriter(PatientWriter):
     """Renders one patient's series, writes its files and returns its row of ``labels.csv``."""
-
-    out: Path
-    acquisitions: dict[str, dict[str, float]]
-    lesion_contrast: float
-    # A vendor's files differ only in _file_elements: its header is encoded once per process.
-    templates: dict[str, DicomTemplate] = field(default_factory=dict)
 
     def __call__(self, patient: SyntheticPatient) -> dict[str, object]:
         vendor = VENDORS[patient.vendor]
@@ -538,11 +532,13 @@ class _PatientWriter:
             patient.rng, self.acquisitions[patient.vendor], malignant, self.lesion_contrast
         )
         stored = stored_values(series.hu, vendor)
-        if patient.vendor not in self.templates:
-            first = _dataset(vendor, patient, series, stored[0], 0)
-            slots = list(_file_elements(patient, series, stored[0], 0))
-            self.templates[patient.vendor] = DicomTemplate(first, slots)
-        template = self.templates[patient.vendor]
+        template = self.template(
+            patient.vendor,
+            lambda: (
+                _dataset(vendor, patient, series, stored[0], 0),
+                list(_file_elements(patient, series, stored[0], 0)),
+            ),
+        )
         folder = (
             self.out / "dicom" / patient.patient_id / "01-01-2000-CT CHEST" / "2.000-chest ax lung"
         )

@@ -17,7 +17,7 @@ gives identical vendors. The magnitudes are set by design, not produced by physi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from scipy.ndimage import gaussian_filter
 
 from shiftlab.files import write_files_via_temporary
 from shiftlab.synth.common import (
+    PatientWriter,
     SyntheticPatient,
     image_dataset,
     instance_uid,
@@ -36,7 +37,6 @@ from shiftlab.synth.common import (
     write_labels_csv,
     write_patients,
 )
-from shiftlab.synth.dicom_writer import DicomTemplate
 from shiftlab.synth.severity import interpolate_vendors
 
 
@@ -190,14 +190,8 @@ def _dataset(
 
 
 @dataclass(frozen=True)
-class _PatientWriter:
+class _PatientWriter(PatientWriter):
     """Renders one patient's series, writes its files and returns its row of ``labels.csv``."""
-
-    out: Path
-    acquisitions: dict[str, dict[str, float]]
-    lesion_contrast: float
-    # A vendor's files differ only in _file_elements: its header is encoded once per process.
-    templates: dict[str, DicomTemplate] = field(default_factory=dict)
 
     def __call__(self, patient: SyntheticPatient) -> dict[str, object]:
         vendor = VENDORS[patient.vendor]
@@ -207,11 +201,13 @@ class _PatientWriter:
             rng, self.acquisitions[patient.vendor], vendor.matrix, lesion, self.lesion_contrast
         )
         stored = np.clip(np.round(images * vendor.stored_max), 0, 65535)
-        if patient.vendor not in self.templates:
-            first = _dataset(vendor, patient, stored[0], 0)
-            slots = list(_file_elements(patient, stored[0], 0))
-            self.templates[patient.vendor] = DicomTemplate(first, slots)
-        template = self.templates[patient.vendor]
+        template = self.template(
+            patient.vendor,
+            lambda: (
+                _dataset(vendor, patient, stored[0], 0),
+                list(_file_elements(patient, stored[0], 0)),
+            ),
+        )
         folder = (
             self.out / "dicom" / patient.patient_id / "01-01-2000-MRI BREAST" / "3.000-ax t1 dyn"
         )

@@ -27,7 +27,7 @@ proves the preprocessing right. The magnitudes are set by design, not produced b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +38,7 @@ from scipy.ndimage import gaussian_filter
 
 from shiftlab.files import write_files_via_temporary
 from shiftlab.synth.common import (
+    PatientWriter,
     SyntheticPatient,
     image_dataset,
     instance_uid,
@@ -49,7 +50,6 @@ from shiftlab.synth.common import (
     write_labels_csv,
     write_patients,
 )
-from shiftlab.synth.dicom_writer import DicomTemplate
 from shiftlab.synth.severity import interpolate_vendors
 
 
@@ -342,14 +342,8 @@ def _dataset(
 
 
 @dataclass(frozen=True)
-class _PatientWriter:
+class _PatientWriter(PatientWriter):
     """Renders one patient's radiograph, writes its file and returns its row of ``labels.csv``."""
-
-    out: Path
-    acquisitions: dict[str, dict[str, float]]
-    lesion_contrast: float
-    # A vendor's files differ only in _file_elements: its header is encoded once per process.
-    templates: dict[str, DicomTemplate] = field(default_factory=dict)
 
     def __call__(self, patient: SyntheticPatient) -> dict[str, object]:
         vendor, acquisition = VENDORS[patient.vendor], self.acquisitions[patient.vendor]
@@ -357,11 +351,14 @@ class _PatientWriter:
         matrix = round(acquisition["matrix"])
         image = render_radiograph(patient.rng, acquisition, matrix, finding, self.lesion_contrast)
         stored = stored_pixels(image, vendor, acquisition)
-        if patient.vendor not in self.templates:
-            first = _dataset(vendor, patient, stored, voi_attributes(vendor, acquisition))
-            slots = list(_file_elements(patient, stored))
-            self.templates[patient.vendor] = DicomTemplate(first, slots)
-        data = self.templates[patient.vendor].encode(_file_elements(patient, stored))
+        template = self.template(
+            patient.vendor,
+            lambda: (
+                _dataset(vendor, patient, stored, voi_attributes(vendor, acquisition)),
+                list(_file_elements(patient, stored)),
+            ),
+        )
+        data = template.encode(_file_elements(patient, stored))
         folder = self.out / "dicom" / patient.patient_id / "01-01-2000-CHEST PA" / "1.000-PA"
         write_files_via_temporary([(folder / "1-1.dcm", data)])
         return {"series_uid": patient.series_uid, "finding": int(finding)}
