@@ -291,6 +291,7 @@ def test_twin_is_deterministic_from_the_seed(tmp_path: Path) -> None:
     assert first != digest(twin.generate(tmp_path / "c", seed=1))
 
 
+@pytest.mark.slow
 def test_preset_trains_philips_to_imaging_dynamics_on_its_twin(tmp_path: Path) -> None:
     cfg = compose_train(
         tmp_path / "data",
