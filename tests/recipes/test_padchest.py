@@ -278,6 +278,7 @@ def test_twin_images_show_bright_spine_on_dark_lungs_for_both_vendors(
         assert spine > lungs + 0.3, paths
 
 
+@pytest.mark.slow  # the whole twin generated again (docs/tests.md)
 def test_twin_is_deterministic_from_the_seed(tmp_path: Path) -> None:
     def digest(root: Path) -> dict[str, str]:
         return {

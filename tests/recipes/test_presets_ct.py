@@ -416,6 +416,7 @@ def test_lidc_xml_only_archive_gives_the_same_labels(lidc_set) -> None:
     assert list((root / "LIDC-XML-only" / "tcia-lidc-xml").glob("*/*.xml"))
 
 
+@pytest.mark.slow  # the whole twin generated again (docs/tests.md)
 @pytest.mark.parametrize(
     ("twin", "preset"),
     [(lidc_twin, "ct_lung_nodule"), (cq500_twin, "ct_head")],
@@ -514,6 +515,7 @@ def test_cq500_twin_volumes_show_the_haemorrhage(cq500_set) -> None:
     assert np.median(positives) > np.median(negatives)
 
 
+@pytest.mark.slow  # the whole twin generated again (docs/tests.md)
 def test_twin_generators_write_the_marker_last(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -485,6 +485,7 @@ def test_brain_twin_keeps_ad_and_cn_and_every_t1_of_a_participant(twins) -> None
     assert df.groupby("patient_id").size().max() == 2
 
 
+@pytest.mark.slow  # the whole twin generated again (docs/tests.md)
 @pytest.mark.parametrize("preset", PRESETS)
 def test_twin_is_deterministic_from_its_seed(twins, preset: str, tmp_path: Path) -> None:
     twin = twins(preset)
