@@ -70,10 +70,10 @@ bench-synth: $(STAMP)  ## synthetic generation: patients/s against the old gener
 study-hours: $(STAMP)  ## GPU-hours of the whole study from the measured GPU tables
 	$(BIN)/python benchmarks/study_gpu_hours.py
 
-test: $(STAMP)  ## the test suite (slow tests excluded)
+test: $(STAMP)  ## the default test suite (tests marked slow or slurm excluded)
 	WANDB_MODE=offline $(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)  ## only the slow tests
+test-slow: $(STAMP)  ## the slow tests: the end-to-end paths (docs/tests.md); CI runs them too
 	WANDB_MODE=offline $(BIN)/python -m pytest -q -m slow
 
 # Root on Debian/Ubuntu: installs slurm-wlm, slurmdbd, munge and mariadb-server (apt) and starts

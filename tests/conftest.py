@@ -15,17 +15,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers.compose import compose_train
+from helpers.compose import compose_config, compose_train
 from helpers.sets import (
     DEFAULT_RUN_EPOCHS,
     FULL_PATIENTS,
     SMALL_PATIENTS,
     TINY_DATA,
+    PresetTwin,
     SyntheticSet,
     TrainedRun,
 )
 
 from shiftlab.data.prepare import ensure_manifest
+from shiftlab.ingest.run import ensure_twin, run_ingest
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -101,6 +103,29 @@ def default_run(full_set: SyntheticSet, tmp_path_factory: pytest.TempPathFactory
     cfg = full_set.compose(outputs, f"trainer.max_epochs={DEFAULT_RUN_EPOCHS}")
     result = train(cfg, run_dir)
     return TrainedRun(cfg=cfg, run_dir=run_dir, result=result, data=full_set)
+
+
+@pytest.fixture(scope="session")
+def preset_twin(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], PresetTwin]:
+    """Each real preset's twin, generated and ingested once per session in a data folder of its
+    own, for the preset tests in several modules. Tests read it and never change its files; a
+    test that ingests a twin otherwise makes its own."""
+    made: dict[str, PresetTwin] = {}
+
+    def get(preset: str) -> PresetTwin:
+        if preset not in made:
+            base = tmp_path_factory.mktemp(preset)
+            cfg = compose_config(
+                "ingest", base / "data", base / "out", f"dataset={preset}", "twin=true"
+            )
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                ensure_twin(cfg.dataset)
+                run_ingest(cfg.dataset, cfg.paths, cfg.split_seed)
+            made[preset] = PresetTwin(cfg=cfg, output=out.getvalue())
+        return made[preset]
+
+    return get
 
 
 @pytest.fixture(scope="session")

@@ -46,6 +46,7 @@ def torch_state() -> Iterator[None]:
     logging.getLogger("lightning.pytorch").setLevel(level)
 
 
+@pytest.mark.slow
 def test_step_overhead_prints_the_ratio(torch_state, capsys: pytest.CaptureFixture[str]) -> None:
     _script("step_overhead").main(["--quick"])
     out = capsys.readouterr().out
@@ -55,6 +56,7 @@ def test_step_overhead_prints_the_ratio(torch_state, capsys: pytest.CaptureFixtu
     assert re.search(rf": {NUMBER} wall, {NUMBER} cpu", line), line
 
 
+@pytest.mark.slow
 def test_startup_prints_the_breakdown_and_ratio(capsys: pytest.CaptureFixture[str]) -> None:
     module = _script("startup")
     module.main(["--quick"])
@@ -66,6 +68,7 @@ def test_startup_prints_the_breakdown_and_ratio(capsys: pytest.CaptureFixture[st
     _line(out, rf"^ratio fixed / training at 60 epochs of this set: {NUMBER}")
 
 
+@pytest.mark.slow
 def test_grid_workers_prints_the_ratio(capsys: pytest.CaptureFixture[str]) -> None:
     _script("grid_workers").main(["--quick"])
     out = capsys.readouterr().out
@@ -73,6 +76,7 @@ def test_grid_workers_prints_the_ratio(capsys: pytest.CaptureFixture[str]) -> No
     _line(out, rf"^ratio 1 worker \([0-9]+ threads?\) / 2 workers \(1 thread each\): {NUMBER}x")
 
 
+@pytest.mark.slow
 def test_grid_planning_prints_the_ratio(capsys: pytest.CaptureFixture[str]) -> None:
     _script("grid_planning").main(["--quick"])
     out = capsys.readouterr().out
@@ -81,6 +85,7 @@ def test_grid_planning_prints_the_ratio(capsys: pytest.CaptureFixture[str]) -> N
         _line(out, rf"^ratio smoke_noise / smoke_paper_grid, {command}: {NUMBER}x")
 
 
+@pytest.mark.slow
 def test_memory_scaling_prints_the_ratio(capsys: pytest.CaptureFixture[str]) -> None:
     _script("memory_scaling").main(["--quick"])
     out = capsys.readouterr().out

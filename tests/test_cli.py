@@ -36,6 +36,7 @@ def run_train(tmp_path: Path, *overrides: str, timeout: int = 300) -> subprocess
     return result
 
 
+@pytest.mark.slow
 def test_missing_real_dataset_says_where_to_get_it(tmp_path: Path) -> None:
     result = run_train(tmp_path, "dataset=mri_breast", "source=ge", "target=siemens")
     assert result.returncode != 0
@@ -50,6 +51,7 @@ def test_missing_real_dataset_says_where_to_get_it(tmp_path: Path) -> None:
     assert not list((tmp_path / "outputs").rglob("done"))
 
 
+@pytest.mark.slow
 def test_synthetic_run_prints_the_summary_and_writes_the_record(tmp_path: Path) -> None:
     result = run_train(tmp_path, "dataset.synthetic.patients_per_vendor=40", "trainer.max_epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -75,7 +77,11 @@ def test_synthetic_run_prints_the_summary_and_writes_the_record(tmp_path: Path) 
     assert list((tmp_path / "data").rglob("manifest.json"))
 
 
-@pytest.mark.parametrize("script", ["shiftlab-train", "shiftlab-ingest", "shiftlab-grid"])
+@pytest.mark.parametrize(
+    "script",
+    # shiftlab-train imports the training stack before it answers (seconds): slow.
+    [pytest.param("shiftlab-train", marks=pytest.mark.slow), "shiftlab-ingest", "shiftlab-grid"],
+)
 def test_console_scripts_find_the_config_tree_from_any_folder(script: str, tmp_path: Path) -> None:
     """Console scripts import their module instead of running it as __main__: the config tree
     must still be found, whatever the working directory."""
@@ -108,6 +114,7 @@ def test_the_version_is_written_once_and_shown_by_the_command(tmp_path: Path) ->
     assert not re.search(r'^version\s*=\s*"', (REPO / "pyproject.toml").read_text(), re.M)
 
 
+@pytest.mark.slow
 def test_help_describes_shiftlab_its_groups_and_examples(tmp_path: Path) -> None:
     shown = subprocess.run(
         [sys.executable, "-m", "shiftlab.train", "--help"],

@@ -73,6 +73,7 @@ def users_folder(base: Path) -> Path:
     return mine
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["--config-dir", "hydra.searchpath"])
 def test_a_users_own_folder_adds_a_dataset(how: str, tmp_path: Path) -> None:
     """From a folder outside the checkout, the user's ``dataset/site_c.yaml`` is found, and

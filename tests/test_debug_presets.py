@@ -92,6 +92,7 @@ def test_a_debug_preset_sets_its_trainer_options_and_keeps_its_record_apart(
     assert Path(plain.hydra.run.dir).is_relative_to(tmp_path / "out" / "runs")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(DEBUG))
 def test_a_debug_run_goes_to_the_end_and_is_never_taken_for_a_result(
     preset: str, tiny: Path, tmp_path: Path

@@ -98,6 +98,7 @@ def command(study: Study, cwd: Path, *overrides: str) -> subprocess.CompletedPro
     )
 
 
+@pytest.mark.slow
 def test_a_run_is_evaluated_on_another_site_into_a_record_beside_it(
     study: Study, tmp_path: Path
 ) -> None:
@@ -210,6 +211,7 @@ def test_split_all_evaluates_every_split_of_the_other_site(study: Study) -> None
         )
 
 
+@pytest.mark.slow
 def test_a_ct_dataset_is_refused_with_what_was_expected_and_found(
     study: Study, tmp_path: Path
 ) -> None:

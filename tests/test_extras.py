@@ -49,10 +49,12 @@ def _owners() -> dict[str, set[str]]:
     wheels built without setuptools, numpy's among them, do not have)."""
     owners: dict[str, set[str]] = {}
     for distribution in importlib.metadata.distributions():
+        # Read once: each .metadata parses the METADATA file again (75 s for every file here).
+        name = _normal(distribution.metadata["Name"])
         for file in distribution.files or []:
             top = file.parts[0] if len(file.parts) > 1 else inspect.getmodulename(file.name)
             if top:
-                owners.setdefault(top, set()).add(_normal(distribution.metadata["Name"]))
+                owners.setdefault(top, set()).add(name)
     return owners
 
 
@@ -158,6 +160,7 @@ def core_run(core_env: Run) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_core_install_ingests_trains_and_writes_the_run_record(
     core_env: Run, core_run: subprocess.CompletedProcess
 ) -> None:
@@ -172,6 +175,7 @@ def test_core_install_ingests_trains_and_writes_the_run_record(
     assert (run_dir / "predictions.csv").is_file() and (run_dir / "csv").is_dir()
 
 
+@pytest.mark.slow
 def test_logger_wandb_without_its_extra_says_which_to_install(core_env: Run) -> None:
     result = core_env(
         "-m",
@@ -187,6 +191,7 @@ def test_logger_wandb_without_its_extra_says_which_to_install(core_env: Run) -> 
     assert "pip install 'shiftlab[wandb]'" in result.stderr
 
 
+@pytest.mark.slow
 def test_slurm_launcher_without_its_extra_says_which_to_install(core_env: Run) -> None:
     result = core_env("-m", "shiftlab.train", "-m", "seed=0,1", "launcher=slurm")
     assert result.returncode != 0
@@ -195,6 +200,7 @@ def test_slurm_launcher_without_its_extra_says_which_to_install(core_env: Run) -
     assert "pip install 'shiftlab[slurm]'" in result.stderr
 
 
+@pytest.mark.slow
 def test_report_figures_without_their_extra_say_which_to_install(
     core_env: Run, core_run: subprocess.CompletedProcess, tmp_path: Path
 ) -> None:
@@ -217,6 +223,7 @@ def test_report_figures_without_their_extra_say_which_to_install(
     assert (tmp_path / "report.md").is_file() and (tmp_path / "tables" / "runs.csv").is_file()
 
 
+@pytest.mark.slow
 def test_other_parts_name_their_extra_and_presets_still_compose(core_env: Run) -> None:
     """The separability classifier (scikit-learn) and launcher=local_gpus name their extras;
     the launcher presets compose without their plugins, so a single run can carry them."""

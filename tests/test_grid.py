@@ -386,6 +386,7 @@ def attempts(run_dir: Path) -> list[dict]:
     return json.loads((run_dir / "attempts.json").read_text())
 
 
+@pytest.mark.slow
 def test_smoke_grid_runs_one_job_per_gpu_relaunches_nothing_and_resumes(tmp_path: Path) -> None:
     _, planned = grid.grid([*SMOKE_SUBSET, *places(tmp_path)])
     assert [job.state for job in planned] == ["missing", "missing"]
@@ -470,6 +471,7 @@ def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path: Pa
     assert resumed_from is not None and resumed_from >= 2
 
 
+@pytest.mark.slow
 def test_a_grid_that_cannot_start_says_why_before_launching(tmp_path: Path) -> None:
     result = subprocess.run(
         [
@@ -522,6 +524,7 @@ def test_slurm_launcher_is_an_array_with_one_gpu_per_task(tmp_path: Path) -> Non
         assert "launcher=slurm" not in task and "hydra.mode=RUN launcher=basic" in task
 
 
+@pytest.mark.slow
 def test_the_sbatch_script_runs_as_written(tmp_path: Path) -> None:
     """Its array task 0, run by bash as sbatch would (outside SLURM here), trains its run: the
     script does not depend on files a launcher writes (submitit's _submitted.pkl)."""

@@ -18,6 +18,9 @@ from helpers.compose import compose_train
 from shiftlab.data import cache
 from shiftlab.train import train
 
+# Each modality's own network trained on its set: the slow suite (docs/tests.md).
+pytestmark = pytest.mark.slow
+
 # dataset -> (network it defaults to, input shape of one sample, source, target)
 MODALITIES = {
     "synthetic_mri": ("mrnet2d", (3, 64, 64), "ge", "siemens"),

@@ -78,6 +78,7 @@ def test_hydra_discovers_the_plugins_of_this_install(tmp_path: Path) -> None:
     check_found(discover(tmp_path), REPO)
 
 
+@pytest.mark.slow
 def test_the_wheel_ships_the_plugins_and_hydra_discovers_them_there(tmp_path: Path) -> None:
     """Built from a copy of the sources, installed into a folder of its own, and run with
     ``python -S`` (no site: this environment's editable shiftlab is not on the path; its packages

@@ -49,6 +49,7 @@ def test_an_unknown_name_lists_the_choices(group: str, tmp_path: Path) -> None:
         assert name in message, (name, message)
 
 
+@pytest.mark.slow
 def test_an_unknown_model_on_the_command_line_is_one_message(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "shiftlab.train", "model=resnet9000"],

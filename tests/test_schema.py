@@ -88,6 +88,7 @@ def shiftlab_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "expected"),
     [

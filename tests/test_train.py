@@ -28,6 +28,7 @@ PREDICTION_COLUMNS = {
 }
 
 
+@pytest.mark.slow
 def test_run_record_files_are_complete(default_run: TrainedRun) -> None:
     run_dir = default_run.run_dir
     for name in RECORD_FILES:
@@ -41,6 +42,7 @@ def test_run_record_files_are_complete(default_run: TrainedRun) -> None:
     assert stored == OmegaConf.to_container(default_run.cfg, resolve=True)
 
 
+@pytest.mark.slow
 def test_metrics_json_holds_the_contract_keys(default_run: TrainedRun) -> None:
     record = default_run.metrics()
     assert record == json.loads(json.dumps(default_run.result)), "train() returns what it wrote"
@@ -76,6 +78,7 @@ def test_metrics_json_holds_the_contract_keys(default_run: TrainedRun) -> None:
     assert record["samples"] == expected_counts
 
 
+@pytest.mark.slow
 def test_checkpoint_is_chosen_on_source_validation(default_run: TrainedRun) -> None:
     record = default_run.metrics()
     checkpoint = record["checkpoint"]
@@ -94,6 +97,7 @@ def test_checkpoint_is_chosen_on_source_validation(default_run: TrainedRun) -> N
     assert record["metrics"]["val/ge/auroc"] == pytest.approx(best, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_predictions_use_only_pseudonyms(default_run: TrainedRun) -> None:
     predictions = default_run.predictions()
     assert set(predictions.columns) >= PREDICTION_COLUMNS
@@ -107,6 +111,7 @@ def test_predictions_use_only_pseudonyms(default_run: TrainedRun) -> None:
     assert leaking == []
 
 
+@pytest.mark.slow
 def test_training_on_one_vendor_scores_lower_on_the_other(default_run: TrainedRun) -> None:
     """The main promise: a model trained on GE loses AUROC on Siemens."""
     metrics = default_run.metrics()["metrics"]
@@ -181,6 +186,7 @@ def seed0_run(small_set: SyntheticSet, tmp_path_factory: pytest.TempPathFactory)
     return run_small(small_set, tmp_path_factory.mktemp("seed0") / "run", "seed=0")
 
 
+@pytest.mark.slow
 def test_same_seed_same_predictions_and_seed_zero_is_a_seed(
     small_set: SyntheticSet, seed0_run: Path, tmp_path: Path
 ) -> None:
@@ -202,6 +208,7 @@ def test_same_seed_same_predictions_and_seed_zero_is_a_seed(
     assert OmegaConf.load(first / "config.yaml").seed == 0
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_at_another_site(
     small_set: SyntheticSet, seed0_run: Path, tmp_path: Path
 ) -> None:

@@ -29,6 +29,9 @@ from helpers.compose import REPO, compose_train
 from shiftlab.config import CONF_DIR
 from shiftlab.identity import settings_hash
 
+# A wheel built, installed in a new environment and run there: minutes (docs/tests.md).
+pytestmark = pytest.mark.slow
+
 Run = Callable[..., subprocess.CompletedProcess]
 # What a wheel is built from, as a clone has it (build outputs of the checkout are left behind).
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "shiftlab", "hydra_plugins")

@@ -51,6 +51,15 @@ class SyntheticSet:
 
 
 @dataclass(frozen=True)
+class PresetTwin:
+    """A real preset's twin, generated and ingested as ``python -m shiftlab.ingest
+    dataset=<preset> twin=true`` does, and what ingest printed."""
+
+    cfg: DictConfig
+    output: str
+
+
+@dataclass(frozen=True)
 class TrainedRun:
     cfg: DictConfig
     run_dir: Path

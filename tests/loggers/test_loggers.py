@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from helpers.compose import REPO, compose_train
 from helpers.killed_runs import KILLER, places
 from helpers.wandb_files import wandb_log
@@ -79,6 +80,7 @@ def test_a_wandb_run_keeps_its_csv_curves(tiny: Path, tmp_path: Path) -> None:
     assert b"val/ge/auroc" in wandb_log(log, b"val/ge/auroc"), "the curves reached W&B too"
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_wandb_run(tiny: Path, tmp_path: Path) -> None:
     """Killed in epoch 1 and relaunched: both attempts log to one W&B run, whose id starts with
     the run's settings hash; the CSV curves of the killed attempt are kept beside the new ones."""

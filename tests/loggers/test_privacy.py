@@ -32,6 +32,9 @@ from helpers.dicom_factory import write_series
 from shiftlab.errors import ShiftlabError
 from shiftlab.train import train
 
+# The site is trained from the command line, in a new process: the slow suite (docs/tests.md).
+pytestmark = pytest.mark.slow
+
 # Unique strings planted in the headers (none of them can occur by chance in a written file).
 HEADER_MARKERS = {
     "PatientName": "Qzorblatt^Quenby",

@@ -65,6 +65,7 @@ def test_failed_training_still_finishes_the_run(small_set: SyntheticSet, tmp_pat
 PLANTED = "Breast_MRI_042_John_Doe"
 
 
+@pytest.mark.slow
 def test_no_local_path_and_no_command_line_reach_wandb(
     small_set: SyntheticSet, tmp_path: Path
 ) -> None:

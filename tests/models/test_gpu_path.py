@@ -33,6 +33,7 @@ def gpu_throughput():
     return _script()
 
 
+@pytest.mark.slow  # the benchmark itself, as the benchmarks in tests/test_benchmarks.py
 def test_quick_cpu_run_gives_every_row(gpu_throughput, tmp_path: Path) -> None:
     out = tmp_path / "gpu_throughput.json"
     args = ["--quick", "--device", "cpu", "--networks", "nodulex", "--workers", "0,1"]

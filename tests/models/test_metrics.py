@@ -85,6 +85,7 @@ def test_logged_auroc_equals_sklearn_on_fixed_logits() -> None:
     assert domain_of_row == [i for i, (_, y) in enumerate(domains.values()) for _ in y]
 
 
+@pytest.mark.slow
 def test_run_record_auroc_matches_its_own_predictions(default_run: TrainedRun) -> None:
     """What the report will recompute from predictions.csv is what the run reported."""
     metrics = default_run.metrics()["metrics"]
@@ -105,6 +106,7 @@ def test_run_record_auroc_matches_its_own_predictions(default_run: TrainedRun) -
     )
 
 
+@pytest.mark.slow
 def test_predictions_hold_every_test_sample_once_with_its_manifest_label(
     default_run: TrainedRun,
 ) -> None:

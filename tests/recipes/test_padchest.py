@@ -278,6 +278,7 @@ def test_twin_images_show_bright_spine_on_dark_lungs_for_both_vendors(
         assert spine > lungs + 0.3, paths
 
 
+@pytest.mark.slow  # the whole twin generated again (docs/tests.md)
 def test_twin_is_deterministic_from_the_seed(tmp_path: Path) -> None:
     def digest(root: Path) -> dict[str, str]:
         return {
@@ -291,6 +292,7 @@ def test_twin_is_deterministic_from_the_seed(tmp_path: Path) -> None:
     assert first != digest(twin.generate(tmp_path / "c", seed=1))
 
 
+@pytest.mark.slow
 def test_preset_trains_philips_to_imaging_dynamics_on_its_twin(tmp_path: Path) -> None:
     cfg = compose_train(
         tmp_path / "data",

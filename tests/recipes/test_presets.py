@@ -50,6 +50,7 @@ def test_presets_are_the_seven_of_the_study() -> None:
     assert set(PRESETS) <= presets
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("preset", "source", "target"), SCENARIOS)
 def test_scenario_composes_and_trains_one_step_on_its_twin(
     preset: str, source: str, target: str, data_dir: Path, tmp_path: Path
@@ -87,6 +88,7 @@ def test_missing_real_dataset_prints_its_own_download_instructions(
     assert not (tmp_path / "empty").exists() or not any((tmp_path / "empty").rglob("*.dcm"))
 
 
+@pytest.mark.slow
 def test_missing_dataset_on_the_command_line_exits_2_with_instructions(tmp_path: Path) -> None:
     result = subprocess.run(
         [

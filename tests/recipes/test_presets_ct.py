@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,8 @@ import pydicom
 import pytest
 from helpers.compose import compose_config
 from helpers.dicom_factory import write_series
+from helpers.sets import PresetTwin
+from omegaconf import DictConfig
 
 from shiftlab.data.preprocess import (
     CTPatchPreprocessor,
@@ -343,25 +347,19 @@ def test_volume_preprocessor_windows_then_resizes_any_scan_to_one_shape(tmp_path
 # ---------------------------------------------------------------- twins through the presets
 
 
-def _ingest(tmp_path: Path, preset: str, *overrides: str) -> tuple[pd.DataFrame, object]:
-    cfg = compose_config(
-        "ingest", tmp_path / "data", tmp_path / "out", f"dataset={preset}", "twin=true", *overrides
-    )
-    with contextlib.redirect_stdout(io.StringIO()):
-        ensure_twin(cfg.dataset)
-        run_ingest(cfg.dataset, cfg.paths, cfg.split_seed)
+def _manifest(cfg: DictConfig) -> tuple[pd.DataFrame, DictConfig]:
     manifest = pd.read_csv(Path(cfg.dataset.manifest_dir) / "manifest.csv", dtype={"split": str})
     return manifest, cfg
 
 
 @pytest.fixture(scope="module")
-def lidc_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, object]:
-    return _ingest(tmp_path_factory.mktemp("lidc"), "ct_lung_nodule")
+def lidc_set(preset_twin: Callable[[str], PresetTwin]) -> tuple[pd.DataFrame, DictConfig]:
+    return _manifest(preset_twin("ct_lung_nodule").cfg)
 
 
 @pytest.fixture(scope="module")
-def cq500_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, object]:
-    return _ingest(tmp_path_factory.mktemp("cq500"), "ct_head")
+def cq500_set(preset_twin: Callable[[str], PresetTwin]) -> tuple[pd.DataFrame, DictConfig]:
+    return _manifest(preset_twin("ct_head").cfg)
 
 
 def _both_classes_everywhere(manifest: pd.DataFrame, vendors: tuple[str, ...]) -> None:
@@ -418,11 +416,20 @@ def test_lidc_xml_only_archive_gives_the_same_labels(lidc_set) -> None:
     assert list((root / "LIDC-XML-only" / "tcia-lidc-xml").glob("*/*.xml"))
 
 
-@pytest.mark.parametrize("twin", [lidc_twin, cq500_twin], ids=["lidc", "cq500"])
-def test_twins_are_deterministic(tmp_path: Path, twin) -> None:
-    a, b = twin.generate(tmp_path / "a", seed=0), twin.generate(tmp_path / "b", seed=0)
+@pytest.mark.slow  # the whole twin generated again (docs/tests.md)
+@pytest.mark.parametrize(
+    ("twin", "preset"),
+    [(lidc_twin, "ct_lung_nodule"), (cq500_twin, "ct_head")],
+    ids=["lidc", "cq500"],
+)
+def test_twins_are_deterministic(
+    preset_twin: Callable[[str], PresetTwin], tmp_path: Path, twin, preset: str
+) -> None:
+    # Generated again with seed 0, and by the session's preset (seed 0 too, beside its manifest).
+    a, b = twin.generate(tmp_path / "a", seed=0), Path(preset_twin(preset).cfg.dataset.root)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    in_b = (p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files == sorted(p for p in in_b if "manifest" not in p.parts)
     for relative in files[:: max(1, len(files) // 40)]:
         assert (a / relative).read_bytes() == (b / relative).read_bytes(), relative
     assert twin.plan(1) != twin.plan(0)
@@ -458,8 +465,26 @@ def test_cq500_twin_ingests_one_plain_series_per_scan(cq500_set) -> None:
     _both_classes_everywhere(manifest, ("ge", "philips"))
 
 
-def test_cq500_most_slices_takes_the_thin_series(tmp_path: Path) -> None:
-    manifest, _ = _ingest(tmp_path, "ct_head", "dataset.ingest.series_per_key=most_slices")
+def test_cq500_most_slices_takes_the_thin_series(
+    preset_twin: Callable[[str], PresetTwin], tmp_path: Path
+) -> None:
+    # The session's twin, copied without its manifest, is ingested again with the other rule.
+    twin = Path(preset_twin("ct_head").cfg.dataset.root)
+    shutil.copytree(
+        twin, tmp_path / "data" / "twins" / twin.name, ignore=shutil.ignore_patterns("manifest")
+    )
+    cfg = compose_config(
+        "ingest",
+        tmp_path / "data",
+        tmp_path / "out",
+        "dataset=ct_head",
+        "twin=true",
+        "dataset.ingest.series_per_key=most_slices",
+    )
+    with contextlib.redirect_stdout(io.StringIO()):
+        ensure_twin(cfg.dataset)
+        run_ingest(cfg.dataset, cfg.paths, cfg.split_seed)
+    manifest, _ = _manifest(cfg)
     assert set(manifest.n_slices) == {24, 12}  # 12: the scan without a thin plain series
     recons = cq500_twin.RECONSTRUCTIONS
     assert (manifest.n_slices == 12).sum() == sum(
@@ -490,6 +515,7 @@ def test_cq500_twin_volumes_show_the_haemorrhage(cq500_set) -> None:
     assert np.median(positives) > np.median(negatives)
 
 
+@pytest.mark.slow  # the whole twin generated again (docs/tests.md)
 def test_twin_generators_write_the_marker_last(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")

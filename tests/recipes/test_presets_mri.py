@@ -7,11 +7,10 @@ recipe, its DICOM headers read here), not hard-coded.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +20,13 @@ import pydicom
 import pytest
 from helpers.compose import compose_config
 from helpers.dicom_factory import write_series
+from helpers.sets import PresetTwin
 from omegaconf import DictConfig, OmegaConf
 
 from shiftlab.data.cache import build_preprocessor
 from shiftlab.data.preprocess import MRISlicePreprocessor, read_slices
 from shiftlab.domains import usable_domains
 from shiftlab.errors import ShiftlabError, instantiate
-from shiftlab.ingest.run import ensure_twin, run_ingest
 from shiftlab.ingest.vendors import normalise_vendor
 from shiftlab.manifest import PATH_SEPARATOR, SPLITS, load_manifest
 from shiftlab.recipes import adni, duke_breast_mri, prostate_mri_us_biopsy
@@ -365,26 +364,22 @@ def scan_twin(dicom_root: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def twins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Twin]:
+def twins(preset_twin: Callable[[str], PresetTwin]) -> Callable[[str], Twin]:
+    """The session's ingested twin of a preset (conftest.preset_twin), with its manifest and
+    the series it holds."""
     made: dict[str, Twin] = {}
 
     def get(preset: str) -> Twin:
         if preset not in made:
-            base = tmp_path_factory.mktemp(preset)
-            cfg = compose_config(
-                "ingest", base / "data", base / "out", f"dataset={preset}", "twin=true"
-            )
-            out = io.StringIO()
-            with contextlib.redirect_stdout(out):
-                ensure_twin(cfg.dataset)
-                run_ingest(cfg.dataset, cfg.paths, cfg.split_seed)
+            ingested = preset_twin(preset)
+            cfg = ingested.cfg
             df, meta = load_manifest(cfg.dataset.manifest_dir)
             made[preset] = Twin(
                 cfg=cfg,
                 root=Path(cfg.dataset.root),
                 df=df,
                 meta=meta,
-                output=out.getvalue(),
+                output=ingested.output,
                 series=scan_twin(Path(cfg.dataset.dicom_root)),
             )
         return made[preset]
@@ -490,6 +485,7 @@ def test_brain_twin_keeps_ad_and_cn_and_every_t1_of_a_participant(twins) -> None
     assert df.groupby("patient_id").size().max() == 2
 
 
+@pytest.mark.slow  # the whole twin generated again (docs/tests.md)
 @pytest.mark.parametrize("preset", PRESETS)
 def test_twin_is_deterministic_from_its_seed(twins, preset: str, tmp_path: Path) -> None:
     twin = twins(preset)

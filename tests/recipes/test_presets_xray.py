@@ -357,6 +357,7 @@ def test_mammo_twin_preprocesses_with_the_chest_wall_left(mammo: IngestedTwin) -
         assert image[:, :16].mean() > image[:, 40:].mean() + 0.1, paths
 
 
+@pytest.mark.slow  # the whole twin generated again (docs/tests.md)
 @pytest.mark.parametrize("twin", [cxr_twin, mammo_twin])
 def test_twins_are_deterministic_from_the_seed(twin, tmp_path: Path) -> None:
     def digest(root: Path) -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,7 @@ import pydicom
 import pytest
 from helpers.compose import compose_config
 from helpers.dicom_factory import write_series
+from helpers.sets import PresetTwin
 from omegaconf import OmegaConf
 
 from shiftlab.errors import ShiftlabError
@@ -66,8 +68,9 @@ def _ingest_twin(base: Path, preset: str, *overrides: str) -> tuple[object, str]
 
 
 @pytest.fixture(scope="module")
-def cq500(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, str]:
-    return _ingest_twin(tmp_path_factory.mktemp("cq500"), "ct_head")
+def cq500(preset_twin: Callable[[str], PresetTwin]) -> tuple[object, str]:
+    twin = preset_twin("ct_head")
+    return twin.cfg, twin.output
 
 
 def test_cq500_twin_names_its_series_as_the_real_scans_do(cq500) -> None:

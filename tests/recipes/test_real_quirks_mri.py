@@ -12,22 +12,20 @@ the ADNIMERGE R package's tables go through, writes a missing value as NA.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers.compose import compose_config
+from helpers.sets import PresetTwin
 from omegaconf import DictConfig, OmegaConf
 
 from shiftlab.data.cache import build_preprocessor
 from shiftlab.data.preprocess import MRISlicePreprocessor, read_slices
 from shiftlab.errors import ShiftlabError
-from shiftlab.ingest.run import ensure_twin, run_ingest
 from shiftlab.manifest import PATH_SEPARATOR, load_manifest
 from shiftlab.recipes import adni, duke_breast_mri
 
@@ -54,11 +52,9 @@ class Ingested:
     df: pd.DataFrame
 
 
-def ingest_twin(base: Path, preset: str) -> Ingested:
-    cfg = compose_config("ingest", base / "data", base / "out", f"dataset={preset}", "twin=true")
-    with contextlib.redirect_stdout(io.StringIO()):
-        ensure_twin(cfg.dataset)
-        run_ingest(cfg.dataset, cfg.paths, cfg.split_seed)
+def ingested(twin: PresetTwin) -> Ingested:
+    """The session's ingested twin (conftest.preset_twin) with its manifest."""
+    cfg = twin.cfg
     df, _ = load_manifest(cfg.dataset.manifest_dir)
     return Ingested(cfg, Path(cfg.dataset.root), Path(cfg.dataset.dicom_root), df)
 
@@ -96,8 +92,8 @@ def test_duke_box_without_an_inside_slice_gives_no_samples_and_says_so(tmp_path:
 
 
 @pytest.fixture(scope="module")
-def duke(tmp_path_factory: pytest.TempPathFactory) -> Ingested:
-    return ingest_twin(tmp_path_factory.mktemp("duke"), "mri_breast")
+def duke(preset_twin: Callable[[str], PresetTwin]) -> Ingested:
+    return ingested(preset_twin("mri_breast"))
 
 
 def test_duke_twin_samples_come_from_the_fat_saturated_pre_contrast_series(duke) -> None:
@@ -197,9 +193,9 @@ def test_adni_na_cells_are_missing_not_a_diagnosis(tmp_path: Path) -> None:
 
 
 def test_adni_twin_writes_na_cells_and_keeps_its_stable_participants(
-    tmp_path_factory: pytest.TempPathFactory,
+    preset_twin: Callable[[str], PresetTwin],
 ) -> None:
-    twin = ingest_twin(tmp_path_factory.mktemp("adni"), "mri_brain")
+    twin = ingested(preset_twin("mri_brain"))
     table = pd.read_csv(twin.root / "ADNIMERGE.csv", dtype=str, keep_default_na=False)
     na = table.loc[table["DX"] == "NA"]
     assert not na.empty and (table.loc[na.index, "MMSE"] == "NA").all()

@@ -353,6 +353,7 @@ def test_synthetic_runs_without_the_null_check_are_not_a_calibration(tmp_path: P
 # --- the sweeper trains it ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_sweeper_trains_the_calibration_grid_and_the_report_shows_it(tmp_path: Path) -> None:
     """A tiny calibration (one set, one seed, 1 epoch) through the sweeper, resumable, and its
     report with the calibration table."""

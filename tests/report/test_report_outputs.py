@@ -56,6 +56,7 @@ def test_figures_and_tables_are_written(fixture_report: Path) -> None:
     assert "![delta_auc](figures/delta_auc.png)" in markdown and "## Notes" in markdown
 
 
+@pytest.mark.slow
 def test_the_notebook_builds_and_shows_a_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -55,10 +55,11 @@ def report_statuses(runs_dir: Path) -> dict[Path, str]:
     return {r.run_dir: r.status for r in records.read_folder(runs_dir)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("moment", "resumed_from"),
     [
-        pytest.param("setup", None, marks=pytest.mark.slow),
+        ("setup", None),
         ("epoch1", 0),
         ("record", 2),
     ],
@@ -92,6 +93,7 @@ def test_a_run_killed_at_any_moment_is_never_read_and_a_relaunch_finishes_it(
     assert report_statuses(base / "out" / "runs") == {run_dir: "used"}
 
 
+@pytest.mark.slow
 def test_a_run_killed_and_resumed_predicts_exactly_as_one_left_alone(
     tiny: Path, tmp_path: Path
 ) -> None:
@@ -119,6 +121,7 @@ def test_a_run_killed_and_resumed_predicts_exactly_as_one_left_alone(
     assert predictions["epoch2"] == predictions["alone"]
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_with_its_reason_recorded(tiny: Path, tmp_path: Path) -> None:
     base = fresh_outputs(tiny, tmp_path)
     overrides = [*TINY, "optim.lr=1e30", *places(base)]
@@ -144,6 +147,7 @@ def test_a_diverging_run_stops_with_its_reason_recorded(tiny: Path, tmp_path: Pa
     assert f"(failed: {failure['reason']})" in status.getvalue()
 
 
+@pytest.mark.slow
 def test_a_failed_run_does_not_stop_its_grid(tiny: Path, tmp_path: Path) -> None:
     base = fresh_outputs(tiny, tmp_path)
     overrides = [*TINY, *places(base)]
@@ -160,6 +164,7 @@ def test_a_failed_run_does_not_stop_its_grid(tiny: Path, tmp_path: Path) -> None
     assert done[0].parent != failed[0].parent
 
 
+@pytest.mark.slow
 def test_an_unwritable_output_folder_is_refused_before_anything_starts(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
