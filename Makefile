@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: help install lock synth train calibrate bench bench-step bench-startup bench-grid \
-	bench-plan bench-memory bench-loader bench-synth study-hours report test test-slow test-slurm \
+	bench-plan bench-commands bench-memory bench-loader bench-synth study-hours report test test-slow test-slurm \
 	lint docs clean
 
 help:  ## list the targets
@@ -57,6 +57,9 @@ bench-grid: $(STAMP)  ## the smoke grid with 1 vs 2 parallel workers
 
 bench-plan: $(STAMP)  ## grid dry-run and status: noise (980 runs) vs the smoke grid (12)
 	$(BIN)/python benchmarks/grid_planning.py
+
+bench-commands: $(STAMP)  ## each command of the README's "Going further" block, timed in order
+	$(BIN)/python benchmarks/command_times.py
 
 bench-memory: $(STAMP)  ## peak memory of a run at 1x and 4x the dataset (a few minutes)
 	$(BIN)/python benchmarks/memory_scaling.py

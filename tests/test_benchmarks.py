@@ -115,3 +115,27 @@ def test_synth_speed_prints_the_rates_ratios_and_tree_verdicts(
     _line(out, rf"^ratio synthetic_mri: .*new/floor {NUMBER}x")
     # The old generator comes from git history; the trees compared are identical either way.
     assert re.search(r"identical \(sha256 of [0-9]+ files", _line(out, r"^trees synthetic_mri:"))
+
+
+def test_command_times_reads_the_readme_block_after_the_quick_start(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _script("command_times").main(["--list"])
+    commands = capsys.readouterr().out.splitlines()
+    assert commands[0] == "python -m shiftlab.train"  # make train, before "Going further"
+    assert "python -m shiftlab.train source=siemens target=ge" in commands
+    assert all(command.startswith("python -m shiftlab.") for command in commands)
+    assert not any("#" in command for command in commands)  # the comments are not arguments
+
+
+def test_command_times_prints_each_wall_time_and_a_failure_s_last_line(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _script("command_times").main(
+        ["--work-dir", str(tmp_path), "--command", "python -m shiftlab.train seed=abc"]
+    )
+    out = capsys.readouterr().out
+    _line(out, rf"^\s+{NUMBER} s  exit 2  python -m shiftlab.train seed=abc$")
+    assert "seed='abc'" in _line(out, r"^\s+last line: error:")
+    _line(out, rf"^\s+{NUMBER} s  in all$")
+    assert not (tmp_path / "outputs").exists()  # refused before the run's folder
