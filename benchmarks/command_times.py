@@ -4,12 +4,12 @@ times printed beside them in README.md and docs/running.md are measured, not gue
     python benchmarks/command_times.py                      # README's "Going further" block
     python benchmarks/command_times.py --doc docs/running.md
     python benchmarks/command_times.py --list               # the commands found, not run
-    python benchmarks/command_times.py --command "python -m shiftlab.grid dry-run experiment=smoke_paper_grid"
+    python benchmarks/command_times.py --command "python -m shiftlab.train seed=1"
 
 The commands are read from the first ``bash`` block of the document (``--doc``, README.md: the
 block under "Going further") that holds ``python -m shiftlab`` lines, after the quick start
-(``python -m shiftlab.train``, what ``make train`` runs) unless the block begins with it. They run one after
-another in the repository, with an empty data folder and an empty output folder
+(``python -m shiftlab.train``, what ``make train`` runs) unless the block begins with it. They
+run one after another in the repository, with an empty data folder and an empty output folder
 (``SHIFTLAB_DATA_DIR``, ``SHIFTLAB_OUTPUT_DIR`` in a temporary directory, or ``--work-dir``), so
 a command that needs a synthetic set or a twin generates it, and a later command with the same
 settings finds the earlier one's run: exactly what a user meets who runs the block top to
