@@ -103,6 +103,7 @@ def test_study_gpu_hours_prints_both_estimates(capsys: pytest.CaptureFixture[str
         assert re.search(rf"^{preset}\s", out, re.M), preset
 
 
+@pytest.mark.slow
 def test_synth_speed_prints_the_rates_ratios_and_tree_verdicts(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
