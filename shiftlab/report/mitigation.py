@@ -20,6 +20,11 @@ the method. Only the seeds both have enter a row.
   interval entirely below 0 (otherwise the ratio is unbounded), and replicates where none shows
   no drop are dropped and counted.
 
+- The source and target AUROC of the method and of none, means over the paired seeds. A
+  smaller drop is a remedy only where the target AUROC rises with it: a method can also shrink
+  the drop by lowering the source AUROC (a network that learnt less), and a note names every row
+  where ΔAUC improved while the target AUROC fell.
+
 Per modality and overall, the scenarios' means are pooled before the share is taken (a scenario
 with a small drop cannot dominate), the interval combines the scenarios' independent bootstraps
 replicate by replicate, and the tests run across scenarios on their mean differences.
@@ -93,6 +98,8 @@ class Comparison:
     baseline_deltas: np.ndarray  # per paired seed: none's ΔAUC
     replicates: np.ndarray  # per bootstrap replicate: the method's seed-mean ΔAUC
     baseline_replicates: np.ndarray  # the same for none, on the same patient draws
+    aurocs: tuple[float, float]  # the method's mean source and target AUROC
+    baseline_aurocs: tuple[float, float]  # none's, on the same seeds
 
 
 def _tests(group: Group, seeds: Sequence[int]) -> list[SeedTests]:
@@ -101,6 +108,13 @@ def _tests(group: Group, seeds: Sequence[int]) -> list[SeedTests]:
 
 def _deltas(tests: Sequence[SeedTests]) -> np.ndarray:
     return np.array([domain_auroc(t.target) - domain_auroc(t.source) for t in tests])
+
+
+def _aurocs(tests: Sequence[SeedTests]) -> tuple[float, float]:
+    """Mean source and target AUROC over these seeds."""
+    source = np.mean([domain_auroc(t.source) for t in tests])
+    target = np.mean([domain_auroc(t.target) for t in tests])
+    return float(source), float(target)
 
 
 def compare(method: Group, baseline: Group, n_boot: int, bootstrap_seed: int) -> Comparison:
@@ -120,6 +134,8 @@ def compare(method: Group, baseline: Group, n_boot: int, bootstrap_seed: int) ->
         _deltas(theirs),
         replicates,
         baseline_replicates,
+        _aurocs(ours),
+        _aurocs(theirs),
     )
 
 
@@ -182,6 +198,7 @@ def _scenario_row(c: Comparison, conflicting: set[str]) -> dict[str, Any]:
         "baseline_group": c.baseline.key,
         "seeds": len(c.seeds),
         "seed_list": " ".join(map(str, c.seeds)),
+        **_auroc_columns([c]),
         "delta_auroc_mean": delta,
         "baseline_delta_auroc_mean": baseline,
         "difference_mean": float(difference.mean()),
@@ -192,6 +209,22 @@ def _scenario_row(c: Comparison, conflicting: set[str]) -> dict[str, Any]:
         "p_wilcoxon": across.p_wilcoxon,
         "conflict": c.method.key in conflicting or c.baseline.key in conflicting,
     }
+
+
+def _auroc_columns(members: Sequence[Comparison]) -> dict[str, float]:
+    """Mean source and target AUROC of the method and of none over these comparisons."""
+    ours = np.mean([c.aurocs for c in members], axis=0)
+    theirs = np.mean([c.baseline_aurocs for c in members], axis=0)
+    return {
+        "source_auroc_mean": float(ours[0]),
+        "target_auroc_mean": float(ours[1]),
+        "baseline_source_auroc_mean": float(theirs[0]),
+        "baseline_target_auroc_mean": float(theirs[1]),
+    }
+
+
+def _with_none(value: float, baseline: float) -> str:
+    return f"{number(value)} ({number(baseline)})"
 
 
 def _pooled_row(method: dict[str, Any], modality: str, members: Sequence[Comparison]) -> dict:
@@ -216,6 +249,7 @@ def _pooled_row(method: dict[str, Any], modality: str, members: Sequence[Compari
         "modality": modality,
         "scenarios": len(members),
         "improved": int((differences > 0).sum()),
+        **_auroc_columns(members),
         "baseline_delta_auroc_mean": float(baselines.mean()),
         "delta_auroc_mean": float(deltas.mean()),
         "difference_mean": float(differences.mean()),
@@ -286,6 +320,8 @@ def _scenario_table(rows: pd.DataFrame, n_boot: int) -> Table:
             "method": r.mitigation,
             "transductive": "yes" if r.transductive else "no",
             "seeds": str(r.seeds),
+            "source AUROC (none)": _with_none(r.source_auroc_mean, r.baseline_source_auroc_mean),
+            "target AUROC (none)": _with_none(r.target_auroc_mean, r.baseline_target_auroc_mean),
             "ΔAUC": number(r.delta_auroc_mean, signed=True),
             level: interval(r.delta_ci_low, r.delta_ci_high),
             "ΔAUC none": number(r.baseline_delta_auroc_mean, signed=True),
@@ -300,7 +336,9 @@ def _scenario_table(rows: pd.DataFrame, n_boot: int) -> Table:
         display.append(row)
     caption = (
         "Each mitigation's runs against the runs of none (empirical risk minimisation) with the "
-        "same settings, paired by seed; seeds: the seeds both have. ΔAUC = target − source "
+        "same settings, paired by seed; seeds: the seeds both have. Source and target AUROC: "
+        "the method's, mean over those seeds, with none's in brackets (a smaller drop helps "
+        "only where the target AUROC rises too). ΔAUC = target − source "
         "AUROC, mean over those seeds; ΔAUC none: the same for none; difference: ΔAUC − ΔAUC "
         f"none. {level}: percentile patient bootstrap ({n_boot} replicates; each replicate "
         "draws one set of test patients per domain and scores every seed of the method and of "
@@ -331,6 +369,7 @@ def _modality_table(rows: pd.DataFrame) -> Table:
             "modality": r.modality,
             "scenarios": str(r.scenarios),
             "improved": str(r.improved),
+            "target AUROC (none)": _with_none(r.target_auroc_mean, r.baseline_target_auroc_mean),
             "mean ΔAUC none": number(r.baseline_delta_auroc_mean, signed=True),
             "mean ΔAUC": number(r.delta_auroc_mean, signed=True),
             "difference": number(r.difference_mean, signed=True),
@@ -344,7 +383,8 @@ def _modality_table(rows: pd.DataFrame) -> Table:
     caption = (
         "Each mitigation over the scenarios (dataset × direction) of a modality, and over all: "
         "means of the scenarios' ΔAUC (paired seeds, as in the table above); improved: "
-        "scenarios where the method's ΔAUC is above none's. Drop recovered = (mean ΔAUC − mean "
+        "scenarios where the method's ΔAUC is above none's; target AUROC: the method's mean, "
+        "none's in brackets. Drop recovered = (mean ΔAUC − mean "
         "ΔAUC none) / −mean ΔAUC none (pooled: no drop where mean ΔAUC none ≥ 0); its "
         f"{CI_LEVEL:.0%} CI combines the scenarios' patient bootstraps replicate by replicate, "
         "given where none's pooled drop has an interval below 0. p: two-sided t-test and "
@@ -369,6 +409,7 @@ def mitigation_tables(
         return []
     found.sort(key=_row_order)
     rows = pd.DataFrame([_scenario_row(c, conflicting) for c in found])
+    notes.extend(_drop_shrank_but_target_fell(found))
     clean = [c for c, conflict in zip(found, rows["conflict"], strict=True) if not conflict]
     pooled = []
     for method in _methods(clean):
@@ -378,6 +419,23 @@ def mitigation_tables(
             members = [c for c in of_method if modality in (ALL, modality_name(c.method.modality))]
             pooled.append(_pooled_row(method, modality, members))
     return [_scenario_table(rows, n_boot), _modality_table(pd.DataFrame(pooled))]
+
+
+def _drop_shrank_but_target_fell(found: Sequence[Comparison]) -> list[str]:
+    """A note for each row whose drop shrank only because the source AUROC fell."""
+    notes = []
+    for c in found:
+        (source, target), (source_none, target_none) = c.aurocs, c.baseline_aurocs
+        if c.deltas.mean() > c.baseline_deltas.mean() and target < target_none:
+            g = c.method
+            notes.append(
+                f"Mitigation {g.mitigation['label']}: {g.dataset} {arrow(g.source, g.target)} "
+                f"({g.model}, group {g.key}): a smaller drop than none's but a lower target "
+                f"AUROC ({number(target)} against {number(target_none)}), because the source "
+                f"AUROC fell more ({number(source)} against {number(source_none)}): the method "
+                "did not help on the target."
+            )
+    return notes
 
 
 def _row_order(c: Comparison) -> tuple:

@@ -83,6 +83,8 @@ def _records() -> pd.DataFrame:
                 "epochs": config["trainer"]["max_epochs"],
                 "seed": metrics["seed"],
                 "delta": auc[metrics["target"]] - auc[metrics["source"]],
+                "source_auroc": auc[metrics["source"]],
+                "target_auroc": auc[metrics["target"]],
             }
         )
     return pd.DataFrame(rows)
@@ -115,6 +117,10 @@ def test_mitigation_numbers_recomputed_independently(golden: Report) -> None:
         assert row["delta_auroc_mean"] == pytest.approx(delta, abs=1e-6)
         assert row["baseline_delta_auroc_mean"] == pytest.approx(baseline, abs=1e-6)
         assert row["difference_mean"] == pytest.approx(delta - baseline, abs=1e-6)
+        for domain in ("source", "target"):  # a smaller drop helps only if the target rises
+            mean, none_mean = method[f"{domain}_auroc"].mean(), none[f"{domain}_auroc"].mean()
+            assert row[f"{domain}_auroc_mean"] == pytest.approx(mean, abs=1e-6)
+            assert row[f"baseline_{domain}_auroc_mean"] == pytest.approx(none_mean, abs=1e-6)
         paired_t = stats.ttest_rel(method["delta"], none["delta"])
         assert row["t"] == pytest.approx(paired_t.statistic, abs=1e-5)
         assert row["p_t"] == pytest.approx(paired_t.pvalue, abs=1e-6)
@@ -289,3 +295,27 @@ def test_the_figure_shows_each_method(tmp_path: Path) -> None:
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == ["augment", "adabn (transductive)", "mixstyle"]
     assert "share of the drop recovered" in ax.get_xlabel()
+
+
+def test_a_drop_that_shrank_because_the_source_fell_is_named() -> None:
+    """A method can shrink the drop by learning less (a lower source AUROC) while the target
+    AUROC falls too: the report must not let that read as a remedy."""
+    from dataclasses import replace
+
+    from shiftlab.report.mitigation import _drop_shrank_but_target_fell, comparisons
+    from shiftlab.report.records import group_runs
+
+    found = comparisons(group_runs(read_folder(RUNS)), 0, 0, [])
+    assert _drop_shrank_but_target_fell(found) == []  # in the fixture every smaller drop helps
+    [augment_ct] = [
+        c
+        for c in found
+        if c.method.dataset == "toy_ct" and c.method.mitigation["name"] == "augment"
+    ]
+    assert augment_ct.deltas.mean() > augment_ct.baseline_deltas.mean()  # a smaller drop ...
+    _, target_none = augment_ct.baseline_aurocs
+    learnt_less = replace(augment_ct, aurocs=(0.62, target_none - 0.05))  # ... on a worse target
+    [note] = _drop_shrank_but_target_fell([learnt_less])
+    assert note.startswith("Mitigation augment: toy_ct ge → siemens")
+    assert f"lower target AUROC ({target_none - 0.05:.3f} against {target_none:.3f})" in note
+    assert "did not help on the target" in note
