@@ -426,7 +426,8 @@ def _drop_shrank_but_target_fell(found: Sequence[Comparison]) -> list[str]:
     notes = []
     for c in found:
         (source, target), (source_none, target_none) = c.aurocs, c.baseline_aurocs
-        if c.deltas.mean() > c.baseline_deltas.mean() and target < target_none:
+        # Compared as printed (3 digits), so a note never reads "0.828 against 0.828".
+        if c.deltas.mean() > c.baseline_deltas.mean() and round(target, 3) < round(target_none, 3):
             g = c.method
             notes.append(
                 f"Mitigation {g.mitigation['label']}: {g.dataset} {arrow(g.source, g.target)} "
