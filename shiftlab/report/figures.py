@@ -327,13 +327,15 @@ ALL_COLOUR = "black"
 def mitigation_figure(pooled: pd.DataFrame) -> Figure:
     """The share of the drop each method recovers, per modality and over all scenarios, with its
     patient-bootstrap interval (the report's per-modality mitigation table): methods down the
-    axis, one row per modality within each, 0% where none is and 100% where the drop is gone."""
+    axis, one row per modality within each, 0% where none is and 100% where the drop is gone.
+    A hollow marker: the method's mean target AUROC is below none's (as printed), so a share
+    above 0 there is a network that learnt less, not a remedy."""
     rows = pooled.reset_index(drop=True)
     methods = list(dict.fromkeys(rows["mitigation"]))
     height = 1.4 + 0.22 * max(len(rows), 1) + 0.15 * len(methods)
     figure = Figure(figsize=(7.5, height), layout="constrained")
     ax = figure.add_subplot()
-    positions, centres, y = [], [], 0.0
+    positions, centres, y, hollow = [], [], 0.0, False
     for method in methods:
         members = rows.index[rows["mitigation"] == method]
         spots = [y - i for i in range(len(members))]
@@ -356,10 +358,15 @@ def mitigation_figure(pooled: pd.DataFrame) -> Figure:
         low, high = r.recovered_ci_low, r.recovered_ci_high
         if not (math.isnan(low) or math.isnan(high)):
             ax.plot([100 * low, 100 * high], [position] * 2, color=colour, lw=2)
-        ax.scatter([100 * r.recovered], [position], s=30, color=colour, edgecolor="black", zorder=3)
+        fell = round(r.target_auroc_mean, 3) < round(r.baseline_target_auroc_mean, 3)
+        face, edge = ("white", colour) if fell else (colour, "black")
+        ax.scatter([100 * r.recovered], [position], s=30, color=face, edgecolor=edge, zorder=3)
+        hollow = hollow or fell
     for modality in dict.fromkeys(rows["modality"]):
         colour = ALL_COLOUR if modality == "all" else COLOURS.get(modality, OTHER)
         ax.scatter([], [], color=colour, label="all scenarios" if modality == "all" else modality)
+    if hollow:
+        ax.scatter([], [], color="white", edgecolor="grey", label="target AUROC below none's")
     ax.axvline(0.0, color="black", lw=0.8)
     ax.axvline(100.0, color="black", lw=0.8, ls="--")
     transductive = dict(zip(rows["mitigation"], rows["transductive"], strict=False))

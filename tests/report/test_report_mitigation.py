@@ -295,6 +295,16 @@ def test_the_figure_shows_each_method(tmp_path: Path) -> None:
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == ["augment", "adabn (transductive)", "mixstyle"]
     assert "share of the drop recovered" in ax.get_xlabel()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "target AUROC below none's" not in legend  # every target rose in the fixture
+    # A row whose target AUROC fell below none's is drawn hollow, and the legend says why.
+    pooled = report.tables["mitigation_modality"].raw.copy()
+    fell = pooled.index[0]
+    pooled.loc[fell, "target_auroc_mean"] = pooled.loc[fell, "baseline_target_auroc_mean"] - 0.1
+    [ax] = mitigation_figure(pooled).axes
+    faces = [c.get_facecolor()[0] for c in ax.collections if len(c.get_offsets())]
+    assert sum(tuple(f) == (1.0, 1.0, 1.0, 1.0) for f in faces) == 1
+    assert "target AUROC below none's" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 def test_a_drop_that_shrank_because_the_source_fell_is_named() -> None:
