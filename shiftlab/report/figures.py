@@ -24,6 +24,7 @@ require("matplotlib", extra="report", needed_by="Drawing the report's figures (o
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from shiftlab.report.mitigation import target_fell  # noqa: E402
 from shiftlab.report.tables import STUDY_DELTA  # noqa: E402
 
 DPI = 150
@@ -358,7 +359,7 @@ def mitigation_figure(pooled: pd.DataFrame) -> Figure:
         low, high = r.recovered_ci_low, r.recovered_ci_high
         if not (math.isnan(low) or math.isnan(high)):
             ax.plot([100 * low, 100 * high], [position] * 2, color=colour, lw=2)
-        fell = round(r.target_auroc_mean, 3) < round(r.baseline_target_auroc_mean, 3)
+        fell = target_fell(r.target_auroc_mean, r.baseline_target_auroc_mean)
         face, edge = ("white", colour) if fell else (colour, "black")
         ax.scatter([100 * r.recovered], [position], s=30, color=face, edgecolor=edge, zorder=3)
         hollow = hollow or fell
