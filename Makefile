@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: help install lock synth train calibrate bench bench-step bench-startup bench-grid \
-	bench-plan bench-commands bench-memory bench-loader bench-synth study-hours report test test-slow test-slurm \
+	bench-plan bench-commands bench-floor bench-memory bench-loader bench-synth study-hours report test test-slow test-slurm \
 	lint docs clean
 
 help:  ## list the targets
@@ -60,6 +60,9 @@ bench-plan: $(STAMP)  ## grid dry-run and status: noise (980 runs) vs the smoke 
 
 bench-commands: $(STAMP)  ## each command of the README's "Going further" block, timed in order
 	$(BIN)/python benchmarks/command_times.py
+
+bench-floor: $(STAMP)  ## the quick start's arithmetic against the CPU's peak (about a minute)
+	$(BIN)/python benchmarks/arithmetic_floor.py
 
 bench-memory: $(STAMP)  ## peak memory of a run at 1x and 4x the dataset (a few minutes)
 	$(BIN)/python benchmarks/memory_scaling.py

@@ -140,3 +140,33 @@ def test_command_times_prints_each_wall_time_and_a_failure_s_last_line(
     assert "seed='abc'" in _line(out, r"^\s+last line: error:")
     _line(out, rf"^\s+{NUMBER} s  in all$")
     assert not (tmp_path / "outputs").exists()  # refused before the run's folder
+
+
+def test_arithmetic_floor_counts_a_known_network_per_sample() -> None:
+    # Forward: the convolution's multiply-adds (62 x 62 outputs x 8 channels x 3x3x3 weights) and
+    # the linear layer's (8 -> 1), 2 operations each. Backward: the convolution's weight gradient
+    # only (its input needs none), the linear layer's input and weight gradients.
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 1),
+    )
+    conv, linear = 2 * 62 * 62 * 8 * 27, 2 * 8
+    image, label = torch.randn(4, 3, 64, 64), torch.ones(4, 1)
+    train, evaluate = _script("arithmetic_floor").flops_per_sample(net, image, label)
+    assert evaluate == conv + linear
+    assert train == 2 * conv + 3 * linear
+
+
+@pytest.mark.slow
+def test_arithmetic_floor_prints_the_counts_rates_and_floor(
+    torch_state, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _script("arithmetic_floor").main(["--quick"])
+    out = capsys.readouterr().out
+    assert "x 1 epochs" in _line(out, r"^synthetic_mri \(3x64x64\), smallcnn, batch 32: ")
+    _line(out, rf"^counted per sample: {NUMBER} GFLOP training step, {NUMBER} GFLOP evaluation$")
+    _line(out, rf"^best of 1: matrix-product peak {NUMBER} GFLOP/s, .* ratio {NUMBER}$")
+    _line(out, rf"^the run's arithmetic at the peak: {NUMBER} s \(training {NUMBER} s\)")
