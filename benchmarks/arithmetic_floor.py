@@ -68,7 +68,9 @@ def prepare(cfg: DictConfig) -> ShiftDataModule:
     return datamodule
 
 
-def flops_per_sample(net: nn.Module, image: torch.Tensor, label: torch.Tensor) -> tuple[float, float]:
+def flops_per_sample(
+    net: nn.Module, image: torch.Tensor, label: torch.Tensor
+) -> tuple[float, float]:
     """Counted operations per sample of a training step (forward and backward) and of an
     evaluation (forward)."""
     loss_fn = nn.BCEWithLogitsLoss()
@@ -122,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_config(args.data_dir or Path(tmp) / "data", Path(tmp) / "outputs", args.quick)
         datamodule = prepare(cfg)
-        train_batches = list(datamodule.train_dataloader())
+        loader = datamodule.train_dataloader()
+        train_batches = list(loader)
         train_samples = sum(len(batch["label"]) for batch in train_batches)
         val = sum(len(loader.dataset) for loader in datamodule.val_dataloader())
         test = sum(len(loader.dataset) for loader in datamodule.test_dataloader())
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         train_per_sample, eval_per_sample = flops_per_sample(net, first["image"], first["label"])
         shape = "x".join(str(n) for n in first["image"].shape[1:])
         print(
-            f"{cfg.dataset.name} ({shape}), {cfg.model.name}, batch {len(first['label'])}: "
+            f"{cfg.dataset.name} ({shape}), {cfg.model.name}, batch {loader.batch_size}: "
             f"{train_samples} training and {val} validation samples per epoch x {epochs} epochs, "
             f"{test} test samples; {torch.get_num_threads()} thread(s)"
         )

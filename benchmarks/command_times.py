@@ -70,7 +70,9 @@ def run(command: str, work_dir: Path, timeout: float) -> tuple[float, int, str]:
 
 
 def minutes(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
+    """``42 s`` or ``7 min 00 s``, rounded to the second first (419.6 s is not ``6 min 60 s``)."""
+    whole = round(seconds)
+    return f"{whole} s" if whole < 60 else f"{whole // 60} min {whole % 60:02d} s"
 
 
 def main(argv: list[str] | None = None) -> None:

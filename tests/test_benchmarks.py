@@ -129,6 +129,16 @@ def test_command_times_reads_the_readme_block_after_the_quick_start(
     assert not any("#" in command for command in commands)  # the comments are not arguments
 
 
+def test_command_times_rounds_to_the_second_before_splitting_minutes() -> None:
+    minutes = _script("command_times").minutes
+    assert [minutes(s) for s in (8.4, 59.6, 93.2, 419.6)] == [
+        "8 s",
+        "1 min 00 s",
+        "1 min 33 s",
+        "7 min 00 s",
+    ]
+
+
 def test_command_times_prints_each_wall_time_and_a_failure_s_last_line(
     tmp_path, capsys: pytest.CaptureFixture[str]
 ) -> None:
