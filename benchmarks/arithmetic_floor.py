@@ -38,9 +38,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from shiftlab.config import CONF_DIR, register_resolvers
 from shiftlab.data.datamodule import ShiftDataModule
-from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import instantiate
-from shiftlab.train import quiet_library_noise
+from shiftlab.train import prepare_data, quiet_library_noise
 
 PEAK_SIZE = 2048  # the matrix product's n: large enough for the best blocked kernel
 
@@ -59,10 +58,10 @@ def compose_config(data_dir: Path, output_dir: Path, quick: bool) -> DictConfig:
 
 
 def prepare(cfg: DictConfig) -> ShiftDataModule:
-    """The run's DataModule, its data generated, ingested and cached on first use."""
+    """The run's DataModule (``shiftlab.train.prepare_data``), its data generated, ingested and
+    cached on first use."""
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        ensure_manifest(cfg)
-        datamodule: ShiftDataModule = instantiate(cfg.data)
+        datamodule = prepare_data(cfg)
         datamodule.setup("fit")
         datamodule.setup("test")
     return datamodule
@@ -124,8 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_config(args.data_dir or Path(tmp) / "data", Path(tmp) / "outputs", args.quick)
         datamodule = prepare(cfg)
-        loader = datamodule.train_dataloader()
-        train_batches = list(loader)
+        train_loader = datamodule.train_dataloader()
+        train_batches = list(train_loader)
         train_samples = sum(len(batch["label"]) for batch in train_batches)
         val = sum(len(loader.dataset) for loader in datamodule.val_dataloader())
         test = sum(len(loader.dataset) for loader in datamodule.test_dataloader())
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         train_per_sample, eval_per_sample = flops_per_sample(net, first["image"], first["label"])
         shape = "x".join(str(n) for n in first["image"].shape[1:])
         print(
-            f"{cfg.dataset.name} ({shape}), {cfg.model.name}, batch {loader.batch_size}: "
+            f"{cfg.dataset.name} ({shape}), {cfg.model.name}, batch {train_loader.batch_size}: "
             f"{train_samples} training and {val} validation samples per epoch x {epochs} epochs, "
             f"{test} test samples; {torch.get_num_threads()} thread(s)"
         )

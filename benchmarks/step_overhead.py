@@ -44,13 +44,13 @@ from torchmetrics.functional.classification import binary_auroc
 
 from shiftlab.config import CONF_DIR, register_resolvers
 from shiftlab.data.datamodule import ShiftDataModule
-from shiftlab.data.prepare import ensure_manifest
 from shiftlab.errors import instantiate
 from shiftlab.train import (
     build_checkpoints,
     build_loggers,
     build_model,
     build_trainer,
+    prepare_data,
     quiet_library_noise,
 )
 
@@ -175,8 +175,7 @@ def hand_epochs(cfg: DictConfig, datamodule: ShiftDataModule, run_dir: Path, war
 def prepare(cfg: DictConfig) -> ShiftDataModule:
     """The run's DataModule with a warm cache, as every run of a grid but the first has it."""
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        ensure_manifest(cfg)  # generated and ingested on first use
-        datamodule: ShiftDataModule = instantiate(cfg.data)
+        datamodule = prepare_data(cfg)  # generated and ingested on first use
         datamodule.setup("fit")  # builds the cache on first use
     return datamodule
 
